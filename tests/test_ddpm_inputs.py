@@ -128,3 +128,13 @@ def test_sample_loop_needs_a_shape():
 def test_vlb_bpd_n_steps():
     with pytest.raises(ValueError, match="n_steps must be >= 2 .* got 1"):
         vlb_bpd(zero, X, sched=S, n_steps=1)
+
+def test_exported_functions_run_outside_the_notebook():
+    "The exported module imports what it uses (a notebook's namespace can hide a missing import)."
+    x0 = torch.randint(0, 256, (2, 1, 4, 4)).float() / 127.5 - 1
+    model = lambda x, t, y=None: torch.cat([torch.zeros_like(x), torch.zeros_like(x)], 1)
+    out = vlb_bpd(model, x0, sched=S, n_steps=5, generator=torch.Generator().manual_seed(0))
+    assert out['total'].shape == (2,) and torch.isfinite(out['total']).all() and len(out['t']) <= 5
+    assert torch.isfinite(l_hybrid(model, x0, sched=S)) and torch.isfinite(l_vlb(model, x0, sched=S))
+    x = sample_loop(model, DDPMSampler(S, 'learned_range', steps=4), (2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 4, 4)
