@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from diffusion_course.backbones.diffit import (PRESETS as DIFFIT_PRESETS, DiffiT, DiffiTConfig, LatentDiffiT, LatentDiffiTConfig,
-                                               TMSA, relative_position_index)
-from diffusion_course.backbones.xswin import (PRESETS as XSWIN_PRESETS, WindowAttention, XSwinConfig, XSwinDiffusion,
-                                              attention_mask, window_attention, window_padding)
+from diffusion_course.backbones.diffit import (PRESETS as DIFFIT_PRESETS, DiffiT, DiffiTConfig, LatentDiffiT, TMSA,
+                                               relative_position_index)
+from diffusion_course.backbones.xswin import (PRESETS as XSWIN_PRESETS, WindowAttention, XSwinDiffusion, attention_mask,
+                                              window_attention, window_padding)
 from diffusion_course.blocks import num_params, window_partition, window_reverse
 from diffusion_course.registry import build, list_models
 
