@@ -4,7 +4,6 @@
 
 # %% ../../nbs/12_schedules.ipynb #eeb6ff78
 from __future__ import annotations
-import math
 from typing import Callable
 
 import torch
