@@ -16,7 +16,7 @@ import torch
 
 from diffusion_course.registry import build
 
-DEFAULT = ['UNet-T', 'UNet-S', 'DiT-T/2', 'U-ViT-T/2', 'DiT-S/4', 'DiT-S/2', 'DiT-B/4']
+DEFAULT = ['UNet-T', 'UNet-S', 'DiT-T/2', 'U-ViT-T/2', 'DiffiT-T', 'DiffiT-Latent-T/4', 'XSwin-T', 'DiT-S/4', 'DiT-S/2', 'DiT-B/4']
 
 def diffusers_twin(cfg):
     "diffusers' DiTTransformer2DModel with the same architecture as our DiTConfig (adaLN-Zero only)."
