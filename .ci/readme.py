@@ -13,7 +13,7 @@ def render(nb):
     for cell in nb['cells']:
         src = ''.join(cell['source'])
         if cell['cell_type'] == 'markdown':
-            out.append(src.strip())
+            out.append(src.strip().replace('](../assets/', '](assets/').replace('](../pdfs/', '](pdfs/'))  # notebook-relative -> repo root
             continue
         if cell['cell_type'] != 'code' or directives(src) & {'hide', 'export', 'exporti', 'slow', 'gpu'}: continue
         code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()

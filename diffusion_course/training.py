@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_training.ipynb #5ade769d
 from __future__ import annotations
-import json, math, os, random, re, shutil
+import json, math, os, random, re, shutil, sys, time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
@@ -376,19 +376,28 @@ class EMA(Callback):
 
 # %% ../nbs/20_training.ipynb #cfcc49a1
 class ProgressBar(Callback):
-    "A fastprogress bar over the steps with the running loss (mean of the last `window` steps), on rank 0."
+    "The running loss (mean of the last `window` steps) on rank 0: a live bar in a notebook or terminal, else a line every `every` of the run."
     order = 90
-    def __init__(self, window: int = 50): self.window, self.pb, self.recent = window, None, []
+    def __init__(self, window: int = 50, every: float = 0.05):
+        self.window, self.every, self.pb, self.recent, self.lines = window, every, None, [], False
     def on_fit_start(self, trainer):
         if not trainer.is_main: return
+        self.lines = not ('ipykernel' in sys.modules or sys.stdout.isatty())  # a log file: no carriage-return bar
+        self.t0, self.step0 = time.time(), trainer.step
+        if self.lines: return
         from fastprogress.fastprogress import progress_bar
         self.pb = progress_bar(range(trainer.steps), leave=True)
         self.pb.update(trainer.step)
     def on_step_end(self, trainer):
-        if self.pb is None: return
+        if not trainer.is_main: return
         self.recent = (self.recent + [trainer.loss])[-self.window:]
-        self.pb.comment = f"loss {sum(self.recent) / len(self.recent):.4f}"
-        self.pb.update(trainer.step)
+        loss = sum(self.recent) / len(self.recent)
+        if self.pb is not None:
+            self.pb.comment = f"loss {loss:.4f}"
+            self.pb.update(trainer.step)
+        elif self.lines and (trainer.step % max(1, round(trainer.steps * self.every)) == 0 or trainer.step == trainer.steps):
+            rate = (trainer.step - self.step0) / max(time.time() - self.t0, 1e-9)
+            print(f"step {trainer.step}/{trainer.steps}  loss {loss:.4f}  {rate:.2f} steps/s", flush=True)
     def on_fit_end(self, trainer):
         if self.pb is not None and trainer.step < trainer.steps: self.pb.on_iter_end()
         self.pb = None
