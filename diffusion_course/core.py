@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #a8fed80c
 from __future__ import annotations
-import os, random, sys
+import math, os, random, sys
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +14,7 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['seed_everything', 'make_generator', 'default_device', 'in_test', 'pick', 'to_uint8', 'image_grid', 'save_image_grid',
-           'setup_matplotlib', 'show_images', 'save_gif', 'quick_train']
+           'setup_matplotlib', 'show_images', 'save_gif', 'quick_train', 'energy_distance', 'point_batches', 'ToyMLP']
 
 # %% ../nbs/00_core.ipynb #3f6d0e82
 def seed_everything(seed: int = 0):
@@ -166,3 +166,31 @@ def quick_train(model: torch.nn.Module,
         if progress: it.comment = f"loss {sum(losses[-50:]) / len(losses[-50:]):.4f}"
     model.eval()
     return losses
+
+# %% ../nbs/00_core.ipynb #98317fa2
+def energy_distance(a: torch.Tensor,  # (N, D) samples
+                    b: torch.Tensor,  # (M, D) samples
+                    ) -> float:
+    "Energy distance between two samples (V-statistic, in float64)."
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    return (2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean()).item()
+
+def point_batches(x: torch.Tensor,  # (N, D) points
+                  batch_size: int, seed: int = 0):
+    "An endless iterator of random batches (points, None), drawn with replacement."
+    g = make_generator(seed)
+    while True: yield x[torch.randint(0, len(x), (batch_size,), generator=g)], None
+
+class ToyMLP(torch.nn.Module):
+    "A small denoiser for points: an MLP on [x_t, sin/cos features of t/T], called as model(x, t, y=None)."
+    def __init__(self, T: int,  # number of diffusion steps (t is scaled by 1/T)
+                 dim: int = 2, hidden: int = 128, freqs: int = 16):
+        super().__init__()
+        self.T = T
+        self.register_buffer('freqs', torch.exp(torch.linspace(0, math.log(1000), freqs)))  # (freqs,)
+        nn = torch.nn
+        self.net = nn.Sequential(nn.Linear(dim + 2 * freqs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+    def forward(self, x, t, y=None):
+        a = (t.float() / self.T)[:, None] * self.freqs  # (B, freqs)
+        return self.net(torch.cat([x, a.sin(), a.cos()], 1))  # (B, dim)
