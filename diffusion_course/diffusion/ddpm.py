@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..core import progress_bar
+
 # %% auto #0
 __all__ = ['PREDICTIONS', 'VARIANCES', 'linear_betas', 'Schedule', 'gather', 'check_images', 'q_sample', 'q_posterior',
            'x0_from_eps', 'eps_from_x0', 'v_from_x0_eps', 'x0_from_v', 'to_x0_eps', 'split_output', 'l_simple',
@@ -246,10 +248,8 @@ def sample_loop(model,  # called as model(x_t, t, y)
         x_T = torch.randn(tuple(shape), generator=generator, device=device)
     x, frames = x_T, []
     pairs = sampler.timesteps()
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        pairs = progress_bar(pairs, leave=False)
-    n = len(sampler.timesteps()) if progress else len(pairs)
+    if progress: pairs = progress_bar(pairs, desc='sampling')
+    n = len(pairs)
     for i, (t, t_prev) in enumerate(pairs):
         tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         x, x0_hat = sampler.step(model(x, tt, y), x, t, t_prev, generator=generator)

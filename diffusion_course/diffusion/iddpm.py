@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 
+from ..core import progress_bar
 from .ddpm import (Schedule, _check_T, gather, check_images, q_sample, q_posterior, to_x0_eps,
                                             split_output, v_from_x0_eps, PREDICTIONS)
 
@@ -145,9 +146,7 @@ def vlb_bpd(model,  # called as model(x_t, t, y)
         for lo, hi in zip(edges[:-1], edges[1:]):
             ts.append(int(torch.randint(int(lo), int(hi), (1,), generator=generator))); w.append(float(hi - lo))
     it = ts
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        it = progress_bar(ts, leave=False)
+    if progress: it = progress_bar(ts, desc='bits/dim terms')
     terms = []
     for t in it:
         tt = torch.full((len(x0),), t, device=x0.device, dtype=torch.long)
