@@ -163,13 +163,13 @@ class HeunSampler(Sampler):
         "An Euler move to the next grid time, or the trapezoidal correction of the point the previous move predicted."
         if m.kind in ('euler', 'predict'):
             if m.kind == 'predict': self.memory = (k, x0_hat, eps_hat)
-            return x0_hat + self.sigma_of(self.times[m.i + 1]) * eps_hat  # EDM alg. 1, line 5
+            return x0_hat + self.sigma_of(self.times[m.i + 1]) * eps_hat  # EDM alg. 1: the Euler step
         if self.memory is None or self.memory[0] != k - 1:
             raise ValueError(f"{type(self).__name__}: a correction must follow its prediction; run the steps in order (reset() restarts)")
         _, x0_i, eps_i = self.memory
         s, s_next = self.sigma_of(self.plan[k - 1].t), self.sigma_of(self.times[m.i + 1])
         self.memory = None
-        return x0_i + s * eps_i + (s_next - s) * (eps_i + eps_hat) / 2  # EDM alg. 1, line 8
+        return x0_i + s * eps_i + (s_next - s) * (eps_i + eps_hat) / 2  # EDM alg. 1: the second-order correction
 
     def update(self, k, m, x0_hat, eps_hat, generator):
         return self.heun_update(k, m, x0_hat, eps_hat)
@@ -191,7 +191,7 @@ class EDMSampler(HeunSampler):
         hat = []  # the raised time of each grid time
         for t in self.times[:-1]:
             s = self.sigma_of(t)
-            gamma = min(self.churn / N, 2 ** 0.5 - 1) if self.s_tmin <= s <= self.s_tmax else 0.0  # EDM alg. 2, line 4
+            gamma = min(self.churn / N, 2 ** 0.5 - 1) if self.s_tmin <= s <= self.s_tmax else 0.0  # EDM alg. 2: gamma_i
             hat.append(float(self.process.t_from_sigma(torch.tensor(s * (1 + gamma), dtype=torch.float64))) if gamma > 0 else t)
         hat.append(self.times[-1])
         plan = []
@@ -204,7 +204,7 @@ class EDMSampler(HeunSampler):
         x = self.heun_update(k, m, x0_hat, eps_hat)
         if m.kind == 'predict': return x
         s, s_hat = self.sigma_of(self.times[m.i + 1]), self.sigma_of(m.land)
-        if s_hat > s:  # raise the noise for the next step: EDM alg. 2, lines 5-6
+        if s_hat > s:  # raise the noise for the next step: EDM alg. 2, t_hat and x_hat
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + (s_hat ** 2 - s ** 2) ** 0.5 * self.s_noise * z
         return x
