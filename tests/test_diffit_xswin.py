@@ -23,13 +23,14 @@ def _wake(model, std=0.05, seed=0):
 
 def test_registered():
     assert {'DiffiT-T', 'DiffiT-CIFAR10', 'DiffiT-Latent-T/4', 'DiffiT-Latent-XL/2'} == set(list_models('diffit'))
-    assert {'XSwin-T', 'XSwin-Seed'} == set(list_models('xswin'))
+    assert {'XSwin-T', 'XSwin-Seed', 'XSwin-Seed-XAttn'} == set(list_models('xswin'))
     assert {'DiffiT-T', 'DiffiT-Latent-T/4', 'XSwin-T'} <= set(list_models(tiny=True))
     assert type(build('DiffiT-Latent-T/4')) is LatentDiffiT and type(build('XSwin-T')) is XSwinDiffusion
 
 
-@pytest.mark.parametrize('name, expected', [('DiffiT-T', 95_129), ('DiffiT-CIFAR10', 35_096_611), ('DiffiT-Latent-T/4', 149_012),
-                                            ('DiffiT-Latent-XL/2', 600_943_616), ('XSwin-T', 272_067), ('XSwin-Seed', 57_507_480)])
+@pytest.mark.parametrize('name, expected', [('DiffiT-T', 95_129), ('DiffiT-CIFAR10', 50_599_779), ('DiffiT-Latent-T/4', 149_012),
+                                            ('DiffiT-Latent-XL/2', 561_069_792), ('XSwin-T', 272_067), ('XSwin-Seed', 35_504_774),
+                                            ('XSwin-Seed-XAttn', 36_590_744)])
 def test_parameter_counts(name, expected):
     with torch.device('meta'): model = build(name)
     assert num_params(model) == expected
@@ -140,3 +141,22 @@ def test_diffit_windows_clip_to_small_grids():
     assert model.windows == [8, 8, 4]  # the 4 x 4 level attends over its whole grid
     assert len({id(b) for stage in (*model.down_stages, *model.up_stages) for b in stage}) == 6  # distinct blocks
     assert model(torch.randn(1, 1, 16, 16), torch.tensor([1])).shape == (1, 1, 16, 16)
+
+
+def test_xswin_seed_is_the_trained_configuration():
+    "run_diffusion.py: final_downsample=False, residual_cross_attention=False; the bottleneck at 384 wide on 16 x 16 tokens."
+    cfg = XSWIN_PRESETS['XSwin-Seed']
+    assert (cfg.patch, cfg.dim, cfg.depths, cfg.heads, cfg.window, cfg.vit_depth, cfg.vit_heads, cfg.num_classes) == (1, 192, (3, 3), (6, 12), 2, 3, 12, 101)
+    assert not cfg.final_downsample and not cfg.cross_attn and XSWIN_PRESETS['XSwin-Seed-XAttn'].cross_attn
+    with torch.device('meta'): m = build('XSwin-Seed')
+    assert (m.vit_dim, m.grid, len(m.merges)) == (384, 16, 1) and m.decoder[-1].expand is None
+
+
+@pytest.mark.parametrize('size', [(32, 32), (40, 24)])
+def test_xswin_without_final_merge_runs_and_trains(size):
+    model = _wake(build('XSwin-T', final_downsample=False, learn_sigma=True))
+    x = torch.randn(2, 1, *size)
+    out = model(x, torch.tensor([3, 700]), torch.tensor([1, 10]))
+    assert out.shape == (2, 2, *size) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

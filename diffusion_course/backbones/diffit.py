@@ -73,9 +73,9 @@ class DiffiTBlock(nn.Module):
                  mlp_ratio: float = 4.0):
         super().__init__()
         self.window = window
-        self.norm1 = nn.LayerNorm(dim)  # over the D channels of each token
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)  # over the D channels of each token (eps as the released code)
         self.attn = TMSA(dim, heads, window, time_dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor,  # (B, h*w, D) row-major tokens
@@ -122,9 +122,9 @@ class DiffiTConfig:
     "Image-space DiffiT: a U-shape of DiffiT ResBlocks."
     input_size: int = 32  # H = W of the images
     in_channels: int = 3
-    widths: tuple[int, ...] = (128, 256, 256)  # channels at each resolution (each one halves the size)
-    depths: tuple[int, ...] = (4, 4, 4)  # L: DiffiT ResBlocks per resolution, in the encoder and again in the decoder
-    heads: tuple[int, ...] = (4, 8, 8)  # TMSA heads per resolution
+    widths: tuple[int, ...] = (128, 256, 256, 256)  # channels at each resolution (each one halves the size)
+    depths: tuple[int, ...] = (4, 4, 4, 4)  # L: DiffiT ResBlocks per resolution, in the encoder and again in the decoder
+    heads: tuple[int, ...] = (4, 8, 8, 8)  # TMSA heads per resolution
     window: int | None = 8  # side of the TMSA windows (None: global attention at every resolution)
     mlp_ratio: float = 4.0
     groups: int = 32  # GroupNorm groups
@@ -198,7 +198,7 @@ class LatentDiffiTConfig:
     in_channels: int = 4
     patch: int = 2
     dim: int = 1152
-    depth: int = 30
+    depth: int = 28
     heads: int = 16
     window: int | None = None  # TMSA window side in tokens (None: the whole token grid)
     mlp_ratio: float = 4.0
@@ -208,7 +208,7 @@ class LatentDiffiTConfig:
     learn_sigma: bool = True
 
 class LatentDiffiT(Denoiser):
-    "Latent DiffiT: patch embedding, DiffiT blocks with global TMSA, linear decoder."
+    "Latent DiffiT: patch embedding, DiffiT blocks with global TMSA, a final LayerNorm, SiLU and linear decoder."
     fixed_size = True  # the position embedding and the bias tables fix the token grid
 
     def __init__(self, config: LatentDiffiTConfig):
@@ -224,7 +224,7 @@ class LatentDiffiT(Denoiser):
         self.t_embedder = TimestepEmbedder(cfg.dim)
         self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.dim, cfg.class_dropout_prob, cfg.multi_hot) if cfg.num_classes else None
         self.blocks = nn.ModuleList([DiffiTBlock(cfg.dim, cfg.heads, window, cfg.dim, cfg.mlp_ratio) for _ in range(cfg.depth)])
-        self.norm = nn.LayerNorm(cfg.dim)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.decoder = nn.Linear(cfg.dim, cfg.patch ** 2 * self.out_channels)
         self.initialize_weights()
 
@@ -248,15 +248,15 @@ class LatentDiffiT(Denoiser):
         c = self.t_embedder(t) + (self.y_embedder(y) if y is not None else 0)  # (B, D): the time token x_t
         h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (B, T, D)
         for blk in self.blocks: h = blk(h, c, (self.grid, self.grid))  # (B, T, D)
-        h = self.decoder(self.norm(h))  # (B, T, p*p*C_out)
+        h = self.decoder(F.silu(self.norm(h)))  # (B, T, p*p*C_out): LayerNorm, SiLU, Linear (the released final layer)
         return unpatchify(h, self.config.patch, self.grid, self.grid)  # (B, C_out, H, W)
 
 # %% ../../nbs/43_diffit.ipynb #3226843b
 PRESETS = {
     'DiffiT-T': DiffiTConfig(input_size=32, in_channels=1, widths=(16, 32), depths=(1, 1), heads=(2, 2), window=4, mlp_ratio=2.0, groups=4),
-    'DiffiT-CIFAR10': DiffiTConfig(input_size=32, in_channels=3, widths=(128, 256, 256), depths=(4, 4, 4), heads=(4, 8, 8), window=8),
+    'DiffiT-CIFAR10': DiffiTConfig(input_size=32, in_channels=3, widths=(128, 256, 256, 256), depths=(4, 4, 4, 4), heads=(4, 8, 8, 8), window=8),
     'DiffiT-Latent-T/4': LatentDiffiTConfig(input_size=32, in_channels=1, patch=4, dim=64, depth=2, heads=2, num_classes=10, learn_sigma=False),
-    'DiffiT-Latent-XL/2': LatentDiffiTConfig(input_size=32, in_channels=4, patch=2, dim=1152, depth=30, heads=16, num_classes=1000),
+    'DiffiT-Latent-XL/2': LatentDiffiTConfig(input_size=32, in_channels=4, patch=2, dim=1152, depth=28, heads=16, num_classes=1000),
 }
 MODELS = {DiffiTConfig: DiffiT, LatentDiffiTConfig: LatentDiffiT}  # config type -> model class, for the registry
 MODEL = DiffiT

@@ -228,9 +228,10 @@ class EncoderStage(nn.Module):
 class DecoderStage(nn.Module):
     "Patch expanding, residual cross-attention to the skip, concatenation, a Swin block at 2x width, Linear(2C, C), more Swin blocks."
     def __init__(self, dim: int, depth: int, heads: int, window: int, cond_dim: int,
-                 mlp_ratio: float = 4.0, cross_attn: bool = True):
+                 mlp_ratio: float = 4.0, cross_attn: bool = True,
+                 expand: bool = True):  # False under a bottleneck that kept this stage's resolution and width (no final merge)
         super().__init__()
-        self.expand = PatchExpanding(2 * dim, cond_dim)  # 2C -> C at twice the resolution
+        self.expand = PatchExpanding(2 * dim, cond_dim) if expand else None  # 2C -> C at twice the resolution
         self.cross = CrossAttentionSkip(dim, heads, window, cond_dim) if cross_attn else None
         self.first = SwinBlock(2 * dim, 2 * heads, window, 0, cond_dim, mlp_ratio)  # on the concatenation
         self.fuse = ModulatedLinear(2 * dim, dim, cond_dim)
@@ -239,7 +240,7 @@ class DecoderStage(nn.Module):
     def forward(self, x: torch.Tensor,  # (B, H/2*W/2, 2C) from the coarser level
                 skip: torch.Tensor,  # (B, H*W, C) from the encoder
                 c: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:  # hw: this level's (H, W)
-        x = self.expand(x, c, (hw[0] // 2, hw[1] // 2))  # (B, H*W, C)
+        if self.expand is not None: x = self.expand(x, c, (hw[0] // 2, hw[1] // 2))  # (B, H*W, C)
         if self.cross is not None: x = self.cross(x, skip, c, hw)  # (B, H*W, C)
         x = self.first(torch.cat([x, skip], -1), c, hw)  # (B, H*W, 2C)
         x = self.fuse(x, c)  # (B, H*W, C)
@@ -257,7 +258,8 @@ class XSwinConfig:
     heads: tuple[int, ...] = (6, 12)  # heads per stage
     window: int = 2
     vit_depth: int = 3  # global ViT blocks in the bottleneck
-    vit_heads: int = 24  # heads of the bottleneck (at width C * 2^len(depths))
+    vit_heads: int = 24  # heads of the bottleneck
+    final_downsample: bool = True  # merge after the last stage too: the bottleneck at twice its width on a grid half as wide
     stem_dim: int = 64  # S: width of the conv stem and head
     cond_dim: int = 256  # width of c = emb(t) + emb(y)
     mlp_ratio: float = 4.0
@@ -276,7 +278,8 @@ class XSwinDiffusion(Denoiser):
         n, C, E = len(cfg.depths), cfg.dim, cfg.cond_dim
         if len(cfg.heads) != n: raise ValueError(f"depths and heads need one entry per stage, got {cfg.depths} and {cfg.heads}")
         if min(cfg.depths) < 1: raise ValueError(f"every stage needs at least one block, got depths {cfg.depths}")
-        self.size_multiple = cfg.patch * 2 ** n  # patch, then n patch mergings
+        m = n if cfg.final_downsample else n - 1  # patch mergings: after every stage, or all but the last
+        self.size_multiple = cfg.patch * 2 ** m
         if cfg.input_size % self.size_multiple: raise ValueError(f"input_size {cfg.input_size} must be divisible by {self.size_multiple}")
         self.t_embedder = TimestepEmbedder(E)
         self.y_embedder = LabelEmbedder(cfg.num_classes, E, cfg.class_dropout_prob, cfg.multi_hot) if cfg.num_classes else None
@@ -285,13 +288,13 @@ class XSwinDiffusion(Denoiser):
         self.embed_norm = ModulatedLinear(C, C, E)
         widths = [C * 2 ** i for i in range(n)]
         self.encoder = nn.ModuleList([EncoderStage(w, d, h, cfg.window, E, cfg.mlp_ratio) for w, d, h in zip(widths, cfg.depths, cfg.heads)])
-        self.merges = nn.ModuleList([PatchMerging(w, E) for w in widths])
-        self.vit_dim = C * 2 ** n
+        self.merges = nn.ModuleList([PatchMerging(w, E) for w in widths[:m]])
+        self.vit_dim = C * 2 ** m  # 2 * widths[-1] after a final merge, else widths[-1]
         self.vit = nn.ModuleList([ViTBlock(self.vit_dim, cfg.vit_heads, E, cfg.mlp_ratio) for _ in range(cfg.vit_depth)])
-        self.grid = cfg.input_size // cfg.patch // 2 ** n  # side of the bottleneck grid
-        self.register_buffer('pos_embed', pos_embed_2d(self.vit_dim, self.grid)[None], persistent=False)  # (1, T, 4C)
-        self.decoder = nn.ModuleList([DecoderStage(w, d, h, cfg.window, E, cfg.mlp_ratio, cfg.cross_attn)
-                                      for w, d, h in zip(widths, cfg.depths, cfg.heads)])
+        self.grid = cfg.input_size // cfg.patch // 2 ** m  # side of the bottleneck grid
+        self.register_buffer('pos_embed', pos_embed_2d(self.vit_dim, self.grid)[None], persistent=False)  # (1, T, vit_dim)
+        self.decoder = nn.ModuleList([DecoderStage(w, d, h, cfg.window, E, cfg.mlp_ratio, cfg.cross_attn, expand=i < m)
+                                      for i, (w, d, h) in enumerate(zip(widths, cfg.depths, cfg.heads))])
         self.unpatch = nn.Linear(C, cfg.patch ** 2 * cfg.stem_dim)
         self.head_convs = ConvTriplet(2 * cfg.stem_dim, cfg.stem_dim, E, cfg.groups)
         self.head = nn.Conv2d(cfg.stem_dim, self.out_channels, 1)
@@ -320,15 +323,15 @@ class XSwinDiffusion(Denoiser):
         h = rearrange(self.patch_embed(s), 'b d h w -> b (h w) d')  # (B, H/p*W/p, C)
         h = self.embed_norm(h, c)
         hw, skips = (H // p, W // p), []
-        for stage, merge in zip(self.encoder, self.merges):
-            h = stage(h, c, hw); skips.append(h)  # (B, h*w, C_i)
-            h = merge(h, c, hw); hw = (hw[0] // 2, hw[1] // 2)  # (B, h*w/4, 2C_i)
+        for i, stage in enumerate(self.encoder):
+            h = stage(h, c, hw); skips.append((h, hw))  # (B, h*w, C_i)
+            if i < len(self.merges): h = self.merges[i](h, c, hw); hw = (hw[0] // 2, hw[1] // 2)  # (B, h*w/4, 2C_i)
         pos = self.pos_embed if hw == (self.grid, self.grid) else pos_embed_2d(self.vit_dim, hw).to(h.device)[None]
-        h = h + pos.to(h.dtype)  # (B, T, 4C)
+        h = h + pos.to(h.dtype)  # (B, T, vit_dim)
         for blk in self.vit: h = blk(h, c)
         for stage in reversed(self.decoder):
-            hw = (hw[0] * 2, hw[1] * 2)
-            h = stage(h, skips.pop(), c, hw)  # (B, h*w, C_i)
+            skip, hw = skips.pop()
+            h = stage(h, skip, c, hw)  # (B, h*w, C_i)
         h = unpatchify(self.unpatch(h), p, H // p, W // p)  # (B, S, H, W)
         h = self.head_convs(torch.cat([h, s], 1), c)  # (B, S, H, W)
         return self.head(h)  # (B, C_out, H, W): eps, then the variance channels
@@ -337,6 +340,10 @@ class XSwinDiffusion(Denoiser):
 PRESETS = {
     'XSwin-T': XSwinConfig(in_channels=1, input_size=32, patch=2, dim=16, depths=(2, 2), heads=(1, 2), window=4, vit_depth=1,
                            vit_heads=2, stem_dim=16, cond_dim=32, mlp_ratio=2.0, groups=4, num_classes=10, learn_sigma=False),
-    'XSwin-Seed': XSwinConfig(),  # the configuration the seed trained: 32x32x4 latents, 101 classes
+    # the configuration the seed trained (run_diffusion.py): 32x32x4 latents, 101 classes, no final merge, no cross-attention
+    'XSwin-Seed': XSwinConfig(patch=1, dim=192, depths=(3, 3), heads=(6, 12), window=2, vit_depth=3, vit_heads=12, stem_dim=192,
+                              cond_dim=192, final_downsample=False, cross_attn=False, num_classes=101),
+    'XSwin-Seed-XAttn': XSwinConfig(patch=1, dim=192, depths=(3, 3), heads=(6, 12), window=2, vit_depth=3, vit_heads=12, stem_dim=192,
+                                    cond_dim=192, final_downsample=False, cross_attn=True, num_classes=101),  # its cross-attention on
 }
 MODEL = XSwinDiffusion

@@ -38,14 +38,14 @@ SPACINGS = ('leading', 'trailing', 'linspace')
 
 def ddim_timesteps(T: int,  # training steps
                    n: int,  # sampling steps
-                   spacing: str = 'leading',  # one of `SPACINGS`
+                   spacing: str = 'trailing',  # one of `SPACINGS`
                    ) -> list[int]:
     "The n sampling steps, from noise to data (descending), as diffusers' `timestep_spacing` computes them."
     if not isinstance(T, (int, np.integer)) or T < 1: raise ValueError(f"T must be an integer >= 1, got {T!r}")
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= T: raise ValueError(f"the number of sampling steps must lie in [1, {T}], got {n!r}")
     if spacing == 'linspace': steps = np.linspace(0, T - 1, n).round()[::-1]
     elif spacing == 'leading': steps = (np.arange(0, n) * (T // n))[::-1]
-    elif spacing == 'trailing': steps = np.round(np.arange(T, 0, -T / n)) - 1
+    elif spacing == 'trailing': steps = np.round(np.arange(T, 0, -T / n)[:n]) - 1  # T - k T/n for k < n only (see below)
     else: raise ValueError(f"unknown spacing {spacing!r}; expected one of {SPACINGS}")
     return [int(s) for s in steps]
 
@@ -55,7 +55,7 @@ class DDIMSampler:
     def __init__(self, sched: Schedule,
                  steps: int | Sequence[int] = 50,  # number of sampling steps, or the steps themselves
                  eta: float = 0.0,  # 0: deterministic DDIM; 1: DDPM with beta_tilde
-                 spacing: str = 'leading',  # one of `SPACINGS` (when `steps` is a number)
+                 spacing: str = 'trailing',  # one of `SPACINGS` (when `steps` is a number); trailing starts at T - 1
                  prediction: str = 'eps',  # what the model predicts: one of `PREDICTIONS`
                  clip_x0: bool = False):  # clamp x0_hat to [-1, 1] (and recompute eps_hat from it)
         if prediction not in PREDICTIONS: raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")

@@ -14,8 +14,8 @@ from ..core import progress_bar
 
 # %% auto #0
 __all__ = ['PREDICTIONS', 'VARIANCES', 'linear_betas', 'Schedule', 'gather', 'check_images', 'q_sample', 'q_posterior',
-           'x0_from_eps', 'eps_from_x0', 'v_from_x0_eps', 'x0_from_v', 'to_x0_eps', 'split_output', 'l_simple',
-           'respaced_steps', 'DDPMSampler', 'sample_loop', 'MixtureDenoiser']
+           'x0_from_eps', 'eps_from_x0', 'v_from_x0_eps', 'x0_from_v', 'to_x0_eps', 'split_output', 'sample_steps',
+           'l_simple', 'respaced_steps', 'DDPMSampler', 'sample_loop', 'MixtureDenoiser']
 
 # %% ../../nbs/10_ddpm.ipynb #3711fe83
 def _check_T(T):
@@ -30,7 +30,8 @@ def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 
 class Schedule:
     "Per-step quantities of a discrete diffusion process, all derived from `beta` (T,)."
-    def __init__(self, beta: torch.Tensor):
+    def __init__(self, beta: torch.Tensor,  # (T,) the betas
+                 train_weights: torch.Tensor | None = None):  # (T,) probabilities of the steps in training (None: uniform)
         beta = torch.as_tensor(beta, dtype=torch.float64).cpu()
         if beta.dim() != 1 or len(beta) < 1: raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(beta.shape)}")
         if not torch.isfinite(beta).all() or (beta <= 0).any() or (beta > 1).any():
@@ -43,6 +44,18 @@ class Schedule:
         self.beta_tilde = beta * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)  # DDPM eq. 7
         self.post_coef_x0 = beta * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)  # DDPM eq. 7
         self.post_coef_xt = (1 - self.alpha_bar_prev) * self.alpha.sqrt() / (1 - self.alpha_bar)  # DDPM eq. 7
+        # the scales that multiply data and noise, taken in float64 here: 1 - alpha_bar formed after a cast to float32 or
+        # bfloat16 loses the small noise scales of the first steps (in bfloat16, alpha_bar_0 = 0.9999 rounds to 1)
+        self.sqrt_alpha_bar = self.alpha_bar.sqrt()
+        self.sqrt_one_minus_alpha_bar = (1 - self.alpha_bar).sqrt()
+        self.sqrt_recip_alpha_bar = self.alpha_bar.rsqrt()  # 1 / sqrt(alpha_bar)
+        self.sqrt_recipm1_alpha_bar = (1 / self.alpha_bar - 1).sqrt()  # sqrt(1 / alpha_bar - 1) = exp(-log_snr / 2)
+        if train_weights is not None:
+            w = torch.as_tensor(train_weights, dtype=torch.float64).cpu()
+            if w.shape != beta.shape or not torch.isfinite(w).all() or (w < 0).any() or abs(w.sum().item() - 1) > 1e-9:
+                raise ValueError(f"train_weights must be {len(beta)} non-negative probabilities summing to 1, got shape {tuple(w.shape)}, sum {w.sum().item():.6g}")
+            train_weights = w
+        self.train_weights = train_weights  # where training spends its steps (lesson 12); samplers ignore it
 
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -77,9 +90,9 @@ def gather(v: torch.Tensor,  # (T,) per-step values
            t: torch.Tensor,  # (B,) integer steps
            x: torch.Tensor,  # (B, ...) the tensor to broadcast against
            ) -> torch.Tensor:
-    "`v[t]` in `x`'s dtype and device, shaped (B, 1, ..., 1) to broadcast against `x`."
-    out = v.to(device=t.device, dtype=torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype)[t]
-    return out.to(x.dtype).reshape(len(t), *([1] * (x.dim() - 1)))
+    "`v[t]` rounded once from the float64 table to `x`'s dtype, on `x`'s device, shaped (B, 1, ..., 1) to broadcast against `x`."
+    out = v.to(dtype=x.dtype).to(t.device)[t]  # cast on the CPU first: some devices (MPS) have no float64
+    return out.reshape(len(t), *([1] * (x.dim() - 1)))
 
 # %% ../../nbs/10_ddpm.ipynb #a39a322a
 def check_images(x0: torch.Tensor, atol: float = 1e-3):
@@ -93,8 +106,7 @@ def q_sample(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tens
     if eps.shape != x0.shape: raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
     if len(t) != len(x0): raise ValueError(f"t must hold one step per image: expected {len(x0)}, got {len(t)}")
     sched.check_t(t)
-    ab = gather(sched.alpha_bar, t, x0)
-    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # DDPM eq. 4
+    return gather(sched.sqrt_alpha_bar, t, x0) * x0 + gather(sched.sqrt_one_minus_alpha_bar, t, x0) * eps  # DDPM eq. 4
 
 # %% ../../nbs/10_ddpm.ipynb #b48c4d31
 def q_posterior(sched: Schedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
@@ -110,23 +122,19 @@ PREDICTIONS = ('eps', 'x0', 'v')
 
 def x0_from_eps(sched: Schedule, x_t, t, eps):
     "x_0 from x_t and the noise."
-    ab = gather(sched.alpha_bar, t, x_t)
-    return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+    return gather(sched.sqrt_recip_alpha_bar, t, x_t) * x_t - gather(sched.sqrt_recipm1_alpha_bar, t, x_t) * eps  # DDPM eq. 4 solved for x_0
 
 def eps_from_x0(sched: Schedule, x_t, t, x0):
     "The noise from x_t and x_0."
-    ab = gather(sched.alpha_bar, t, x_t)
-    return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+    return (gather(sched.sqrt_recip_alpha_bar, t, x_t) * x_t - x0) / gather(sched.sqrt_recipm1_alpha_bar, t, x_t)
 
 def v_from_x0_eps(sched: Schedule, x0, t, eps):
     "v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022)."
-    ab = gather(sched.alpha_bar, t, x0)
-    return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+    return gather(sched.sqrt_alpha_bar, t, x0) * eps - gather(sched.sqrt_one_minus_alpha_bar, t, x0) * x0
 
 def x0_from_v(sched: Schedule, x_t, t, v):
     "x_0 from x_t and v."
-    ab = gather(sched.alpha_bar, t, x_t)
-    return ab.sqrt() * x_t - (1 - ab).sqrt() * v
+    return gather(sched.sqrt_alpha_bar, t, x_t) * x_t - gather(sched.sqrt_one_minus_alpha_bar, t, x_t) * v
 
 def to_x0_eps(sched: Schedule, x_t, t, pred, prediction: str = 'eps'):
     "(x0_hat, eps_hat) from a model's prediction of `prediction` (one of `PREDICTIONS`)."
@@ -144,18 +152,23 @@ def split_output(out: torch.Tensor, channels: int):
     raise ValueError(f"model output has {out.shape[1]} channels; expected {channels} or {2 * channels} (learned variance)")
 
 # %% ../../nbs/10_ddpm.ipynb #87f64758
+def sample_steps(sched: Schedule, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    "n training steps (n,): uniform over [0, T), or drawn from `sched.train_weights` when the schedule has them."
+    if sched.train_weights is None: return torch.randint(0, sched.T, (n,), device=device, generator=generator)
+    return torch.multinomial(sched.train_weights.float().to(device), n, replacement=True, generator=generator)
+
 def l_simple(model,  # called as model(x_t, t, y)
              x0: torch.Tensor,  # (B, C, H, W) clean data in [-1, 1]
              y=None,  # labels passed to the model
              *, sched: Schedule,
              prediction: str = 'eps',  # what the model predicts: one of `PREDICTIONS`
-             t: torch.Tensor | None = None,  # steps (default: uniform)
+             t: torch.Tensor | None = None,  # steps (default: `sample_steps`, uniform unless the schedule has train_weights)
              eps: torch.Tensor | None = None,  # noise (default: standard normal)
              generator: torch.Generator | None = None) -> torch.Tensor:
     "L_simple: mean squared error between the model's prediction and its target at random steps (DDPM eq. 14)."
     if prediction not in PREDICTIONS: raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
     B = len(x0)
-    if t is None: t = torch.randint(0, sched.T, (B,), device=x0.device, generator=generator)
+    if t is None: t = sample_steps(sched, B, x0.device, generator)
     if eps is None: eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     x_t = q_sample(sched, x0, t, eps)
     pred, _ = split_output(model(x_t, t, y), x0.shape[1])

@@ -56,7 +56,7 @@ def cfg_forward(model,  # called as model(x, t, y)
 class GuidedDenoiser(nn.Module):
     "A denoiser with classifier-free guidance at `scale`, called like any backbone: model(x, t, y=None)."
     def __init__(self, model,  # a conditional denoiser called as model(x, t, y)
-                 scale: float,  # guidance scale w: 0 unconditional, 1 conditional, > 1 guided
+                 scale: float,  # guidance scale w: 0 unconditional, 1 conditional, > 1 guided (Ho and Salimans' 1 + w)
                  num_classes: int | None = None,  # K (default: model.config.num_classes)
                  channels: int | None = None):  # mean channels to guide (default: model.config.in_channels, else all)
         super().__init__()

@@ -121,8 +121,8 @@ def vlb_terms(sched: Schedule,
 def prior_bpd(sched: Schedule, x0: torch.Tensor) -> torch.Tensor:
     "L_T = KL(q(x_T | x0) || N(0, I)) per sample (B,), in bits per dim."
     t = torch.full((len(x0),), sched.T - 1, device=x0.device, dtype=torch.long)
-    ab = gather(sched.alpha_bar, t, x0)
-    return normal_kl(ab.sqrt() * x0, (1 - ab).log(), torch.zeros_like(x0), 0.0).flatten(1).mean(1) / math.log(2)
+    mean, log_var = gather(sched.sqrt_alpha_bar, t, x0) * x0, gather(torch.log1p(-sched.alpha_bar), t, x0)  # q(x_T | x_0), float64 tables
+    return normal_kl(mean, log_var, torch.zeros_like(x0), 0.0).flatten(1).mean(1) / math.log(2)
 
 # %% ../../nbs/11_iddpm.ipynb #eaa0e53d
 @torch.no_grad()

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/12_schedules.ipynb #eeb6ff78
 from __future__ import annotations
+import math
 from typing import Callable
 
 import torch
@@ -13,7 +14,8 @@ from .iddpm import cosine_alpha_bar, cosine_betas
 
 # %% auto #0
 __all__ = ['LOG_SNR', 'LOG_SNR_MIN', 'LOG_SNR_MAX', 'LOG_SNR_END', 'SCHEDULES', 'log_snr_linear', 'log_snr_cosine',
-           'log_snr_sigmoid', 'log_snr_laplace', 'betas_from_log_snr', 'schedule_from_log_snr', 'make_schedule']
+           'log_snr_sigmoid', 'log_snr_laplace', 'betas_from_log_snr', 'schedule_from_log_snr', 'laplace_cdf',
+           'laplace_step_weights', 'laplace_schedule', 'make_schedule']
 
 # %% ../../nbs/12_schedules.ipynb #701ca205
 def log_snr_linear(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
@@ -68,6 +70,31 @@ def schedule_from_log_snr(log_snr: Callable[[torch.Tensor], torch.Tensor], T: in
     "A `ddpm.Schedule` with T steps from any decreasing log-SNR function lambda(t) on [0, 1]."
     return Schedule(betas_from_log_snr(log_snr, T, **kwargs))
 
+# %% ../../nbs/12_schedules.ipynb #d734f7a8
+def laplace_cdf(lam: torch.Tensor, mu: float = 0.0, b: float = 0.5) -> torch.Tensor:
+    "P(Lambda <= lam) for Lambda ~ Laplace(mu, b)."
+    z = (lam - mu) / b
+    return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)), 1 - 0.5 * torch.exp(-z.clamp(min=0)))
+
+def laplace_step_weights(log_snr: torch.Tensor,  # (T,) the grid's log-SNR, strictly decreasing
+                         mu: float = 0.0, b: float = 0.5) -> torch.Tensor:
+    "(T,) probabilities of the steps: the Laplace(mu, b) mass of the stretch of log-SNR each step stands for (Hang et al. 2024)."
+    lam = torch.as_tensor(log_snr, dtype=torch.float64)
+    if len(lam) > 1 and not (lam[1:] < lam[:-1]).all(): raise ValueError("log_snr must strictly decrease along the steps")
+    if not b > 0: raise ValueError(f"the Laplace scale b must be > 0, got {b}")
+    inf = torch.tensor([math.inf], dtype=torch.float64)
+    edges = torch.cat([inf, (lam[1:] + lam[:-1]) / 2, -inf])  # (T+1,) from +inf down to -inf: step i covers [edges[i+1], edges[i]]
+    upper, lower = edges[:-1], edges[1:]
+    right = lower >= mu  # both edges above the mode: the difference of the upper tails keeps its precision
+    tail = lambda x: 0.5 * torch.exp(-((x - mu) / b).clamp(min=0))  # P(Lambda > x) for x >= mu
+    w = torch.where(right, tail(lower) - tail(upper), laplace_cdf(upper, mu, b) - laplace_cdf(lower, mu, b))
+    return w / w.sum()
+
+def laplace_schedule(T: int = 1000, mu: float = 0.0, b: float = 0.5) -> Schedule:
+    "The cosine grid for sampling, trained with log-SNR ~ Laplace(mu, b) through `train_weights`: no cliff at either end."
+    grid = cosine_betas(T)
+    return Schedule(grid, train_weights=laplace_step_weights(Schedule(grid).log_snr, mu, b))
+
 # %% ../../nbs/12_schedules.ipynb #cba0c906
 SCHEDULES = ('linear', 'cosine', 'sigmoid', 'laplace')
 
@@ -81,4 +108,5 @@ def make_schedule(name: str | Callable[[torch.Tensor], torch.Tensor],  # one of 
         if T > 20: return Schedule(linear_betas(T))  # DDPM's betas, scaled by 1000 / T
         return schedule_from_log_snr(log_snr_linear, T)  # for T <= 20 the scaled betas reach 1 (or, at T = 1, stop at 0.1)
     if name == 'cosine': return Schedule(cosine_betas(T))  # improved DDPM's discretisation
+    if name == 'laplace': return laplace_schedule(T)  # a training distribution on the cosine grid
     return schedule_from_log_snr(LOG_SNR[name], T)
