@@ -122,3 +122,20 @@ def test_evaluation_needs_neither_torchmetrics_nor_scipy():
     code = "import sys, diffusion_course.evaluation; print(','.join(sorted(m.split('.')[0] for m in sys.modules)))"
     mods = set(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip().split(','))
     assert not mods & {'torchmetrics', 'scipy', 'matplotlib', 'torchvision'}, sorted(mods & {'torchmetrics', 'scipy', 'matplotlib', 'torchvision'})
+
+
+def test_inception_features_feed_uint8_rgb_in_batches():
+    import importlib.util
+    from diffusion_course.evaluation import InceptionFeatures
+    if importlib.util.find_spec('torch_fidelity') is None:  # nothing downloads under test: construct only where it cannot
+        with pytest.raises(ImportError, match='torch-fidelity'): InceptionFeatures()
+    seen = []
+    def net(u8):  # stands in for Inception: checks what it is fed
+        seen.append((u8.dtype, tuple(u8.shape)))
+        return u8.float().mean((1, 2, 3))[:, None].expand(-1, 2048)
+    inc = object.__new__(InceptionFeatures)
+    inc.net, inc.device, inc.batch_size = net, torch.device('cpu'), 4
+    f = inc.features(torch.linspace(-1, 1, 10 * 16).reshape(10, 1, 4, 4))
+    assert f.shape == (10, 2048) and f.dtype == torch.float64
+    assert seen == [(torch.uint8, (4, 3, 4, 4)), (torch.uint8, (4, 3, 4, 4)), (torch.uint8, (2, 3, 4, 4))]
+    with pytest.raises(ValueError, match='1 or 3'): inc.features(torch.zeros(2, 2, 4, 4))
