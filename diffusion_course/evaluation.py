@@ -533,6 +533,8 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
             raise ValueError(f"this run trained on {config.get('dataset')!r}; the default evaluator measures mnist-offline runs: "
                              "build an `Evaluator` for it (60_evaluation) and pass evaluator=")
         evaluator = Evaluator.mnist(size=config['image_shape'][-1], device=device)
+    if evaluator.real is not None and n > len(evaluator.real):
+        raise ValueError(f"the ruler has {len(evaluator.real)} real images besides the reference: n must be at most that, got {n}")
     sample_fn = make_sample_fn(make_schedule(config['schedule'], config['T']), sampler, steps, eta, cfg_scale, K)
     y = parse_labels(None, n, config)  # 0, 1, ..., K-1, 0, ... (multi-hot: the null condition; unconditional: None)
     t1 = time.time()

@@ -115,6 +115,7 @@ def test_dc_eval_writes_metrics(tmp_path):
     every = {'fd', 'kid', 'kid_std', 'precision', 'recall', 'nn_train', 'copies', 'accuracy', 'class_entropy'}
     assert every <= set(out['metrics']) and all(every <= set(row) for row in out['ruler'].values())
     assert set(out['ruler']) == {'real', 'blur 3x3', 'noise 0.1', 'noise 0.2', 'one class', 'pure noise'}
+    assert eval_main([str(run), '--n', '501']) == 1  # more than the ruler's 500 real digits: refused before sampling
 
 
 def test_evaluation_needs_neither_torchmetrics_nor_scipy():
