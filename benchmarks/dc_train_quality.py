@@ -1,5 +1,5 @@
 """How recognisable are a trained run's digits? The fraction of guided samples that the course's own digit
-classifier (diffusion.guidance.train_classifier, trained on the offline MNIST digits) assigns to the requested class.
+classifier (evaluation.train_classifier, trained on the offline MNIST digits) assigns to the requested class.
 
     python benchmarks/dc_train_quality.py runs/dc-train [--per-class 20] [--scales 1 3] [--seeds 0 1]
 """
@@ -8,7 +8,7 @@ import torch
 from diffusion_course.cli import load_trained, make_sample_fn
 from diffusion_course.core import make_generator
 from diffusion_course.data import mnist_offline
-from diffusion_course.diffusion.guidance import train_classifier, class_accuracy
+from diffusion_course.evaluation import train_classifier, class_accuracy
 from diffusion_course.diffusion.schedules import make_schedule
 
 def main():

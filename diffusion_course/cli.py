@@ -21,7 +21,8 @@ from .training import (EMA, Checkpoint, CheckpointError, LossPlot, ProgressBar, 
 
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'FIXED_ON_RESUME', 'UsageError', 'train_parser', 'resolve_train_args', 'make_sample_fn', 'build_run',
-           'train', 'train_main', 'load_trained', 'parse_labels', 'sample_parser', 'sample', 'sample_main']
+           'train', 'train_main', 'load_trained', 'parse_labels', 'sample_parser', 'sample', 'sample_main',
+           'eval_parser', 'evaluate', 'eval_main']
 
 # %% ../nbs/21_cli.ipynb #327c87dc
 class UsageError(Exception):
@@ -276,3 +277,45 @@ def sample(argv=None) -> Path:
 def sample_main(argv=None) -> int:
     "Console entry point `dc-sample`."
     return _run('dc-sample', sample, argv)
+
+# %% ../nbs/21_cli.ipynb #0c5848a0
+def eval_parser() -> argparse.ArgumentParser:
+    "The arguments of `dc-eval`."
+    p = argparse.ArgumentParser(prog='dc-eval', description='Score a dc-train run: FD, KID, precision/recall, copies and class accuracy of N samples, '
+                                'beside the ruler (real, blurred, noisy, one-class and pure-noise digits) at the same N; writes metrics.json.',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('run', help='a run folder (its newest checkpoint) or a checkpoint folder')
+    p.add_argument('--n', type=int, default=500, help='samples (class-balanced); the ruler uses the same N')
+    p.add_argument('--sampler', choices=('ddpm', 'ddim'), help="default: the run's own (ddim)")
+    p.add_argument('--steps', type=int, help="sampling steps (default: the run's --sample-steps for ddim, T for ddpm)")
+    p.add_argument('--cfg-scale', type=float, help="guidance scale (default: the run's --cfg-scale)")
+    p.add_argument('--eta', type=float, default=0.0, help='DDIM noise')
+    p.add_argument('--seed', type=int, default=0, help='seed of the starting noise')
+    p.add_argument('--raw', action='store_true', help='the raw weights instead of the EMA')
+    p.add_argument('--batch-size', type=int, default=250, help='images sampled at once')
+    p.add_argument('--out', help='where to write metrics.json (default: inside RUN)')
+    p.add_argument('--grid', help='also write the first 100 scored samples as an image grid here')
+    p.add_argument('--device', help='default: CUDA if present')
+    return p
+
+def evaluate(argv=None) -> dict:
+    "`dc-eval`: sample, score with the ruler, print the table, write metrics.json; returns the result."
+    from diffusion_course.evaluation import evaluate_checkpoint, format_report, save_metrics
+    args = eval_parser().parse_args(argv)
+    if args.n < 6 or (args.steps is not None and args.steps < 1) or args.batch_size < 1:
+        raise UsageError(f"need --n >= 6, --steps >= 1 and --batch-size >= 1, got --n {args.n}, --steps {args.steps}, --batch-size {args.batch_size}")
+    if args.eta < 0 or (args.sampler == 'ddpm' and args.eta): raise UsageError(f"--eta must be >= 0 and applies to --sampler ddim only, got {args.eta}")
+    device = torch.device(args.device) if args.device else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
+    load_checkpoint(args.run)  # a missing or broken checkpoint stops here, with its own message
+    res = evaluate_checkpoint(args.run, n=args.n, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, eta=args.eta,
+                              seed=args.seed, ema=not args.raw, batch_size=args.batch_size, device=device)
+    out = Path(args.out) if args.out else Path(args.run) / 'metrics.json'
+    save_metrics(res, out)
+    if args.grid: save_image_grid(res['samples'][:100], args.grid, nrow=10)
+    print(format_report(res))
+    print(f"dc-eval: wrote {out} ({res['seconds']['sample']:.0f} s sampling, {res['seconds']['score']:.0f} s scoring)", file=sys.stderr)
+    return res
+
+def eval_main(argv=None) -> int:
+    "Console entry point `dc-eval`."
+    return _run('dc-eval', evaluate, argv)

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from ..core import make_generator, quick_train
 
 # %% auto #0
-__all__ = ['null_like', 'is_null', 'drop_labels', 'cfg_combine', 'cfg_forward', 'GuidedDenoiser', 'guided', 'DigitClassifier',
-           'class_accuracy', 'train_classifier']
+__all__ = ['null_like', 'is_null', 'drop_labels', 'cfg_combine', 'cfg_forward', 'GuidedDenoiser', 'guided']
 
 # %% ../../nbs/14_guidance.ipynb #ddcef0d1
 def null_like(y: torch.Tensor,  # (B,) int labels or (B, K) multi-hot
@@ -79,50 +78,3 @@ class GuidedDenoiser(nn.Module):
 def guided(model, scale: float, **kwargs) -> GuidedDenoiser:
     "`GuidedDenoiser(model, scale)`: the guided model, for any sampler."
     return GuidedDenoiser(model, scale, **kwargs)
-
-# %% ../../nbs/14_guidance.ipynb #f2ef0714
-class DigitClassifier(nn.Module):
-    "A small CNN for MNIST-like digits: logits (B, K); `features` gives the (B, 128) penultimate activations."
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),  # (B, 2w, 4, 4)
-            nn.Flatten(), nn.Linear(2 * width * 16, 128), nn.ReLU())  # (B, 128)
-        self.head = nn.Linear(128, num_classes)
-        self.holdout_accuracy = None  # set by `train_classifier`
-
-    def features(self, x: torch.Tensor) -> torch.Tensor: return self.body(x)  # (B, C, H, W) -> (B, 128)
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.head(self.body(x))  # (B, K) logits
-
-@torch.no_grad()
-def class_accuracy(classifier: nn.Module,
-                   x: torch.Tensor,  # (N, C, H, W) images in [-1, 1]
-                   y: torch.Tensor,  # (N,) the requested (or true) labels
-                   batch_size: int = 500) -> float:
-    "The fraction of `x` that `classifier` assigns to the labels `y`."
-    if len(x) != len(y): raise ValueError(f"got {len(x)} images but {len(y)} labels")
-    classifier.eval()
-    dev = next(classifier.parameters()).device
-    pred = torch.cat([classifier(x[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
-    return (pred == y.cpu()).float().mean().item()
-
-def train_classifier(data,  # `ImageData` with integer labels (e.g. `mnist_offline()`)
-                     steps: int = 1000,
-                     batch_size: int = 64,
-                     lr: float = 2e-3,
-                     width: int = 32,
-                     holdout: int = 500,  # images held out to measure accuracy
-                     seed: int = 0,
-                     device=None) -> DigitClassifier:
-    "Train a `DigitClassifier` on `data`; its accuracy on `holdout` held-out images is in `.holdout_accuracy`."
-    if data.multi_hot: raise ValueError("train_classifier needs integer class labels, got multi-hot labels")
-    if not 0 <= holdout < len(data): raise ValueError(f"holdout must lie in [0, {len(data)}), got {holdout}")
-    from diffusion_course.data import ImageData
-    perm = torch.randperm(len(data), generator=make_generator(seed))
-    train = ImageData(data.x[perm[holdout:]], data.y[perm[holdout:]], data.classes)
-    torch.manual_seed(seed)
-    clf = DigitClassifier(data.num_classes, data.x.shape[1], width)
-    quick_train(clf, lambda m, x, y: F.cross_entropy(m(x), y), train.batches(batch_size, seed=seed), steps, lr=lr, device=device, progress=False)
-    if holdout: clf.holdout_accuracy = class_accuracy(clf, *data.batch(perm[:holdout]))
-    return clf
