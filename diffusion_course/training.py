@@ -155,9 +155,10 @@ def _write_failure(path: Path, e: BaseException, nbytes: int) -> str:
     try: free = shutil.disk_usage(path.parent).free
     except OSError: free = None
     full = any(getattr(c, 'errno', None) == errno.ENOSPC or 'No space left' in str(c) for c in chain) or (free is not None and free < nbytes)
+    size = lambda n: '?' if n is None else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
     if full:
-        return (f"could not write checkpoint {str(path)!r}: the disk is full (no space left on device; about {nbytes / 2**20:.1f} MiB needed, "
-                f"{'?' if free is None else f'{free / 2**20:.1f}'} MiB free under {str(path.parent)!r}); free some space")
+        return (f"could not write checkpoint {str(path)!r}: the disk is full (no space left on device; the weights alone take {size(nbytes)}, "
+                f"{size(free)} are free under {str(path.parent)!r}); free some space")
     return f"could not write checkpoint {str(path)!r} ({_one_line(e)})"
 
 def save_checkpoint(path,  # the checkpoint folder to create, e.g. run/step-0001000
@@ -226,6 +227,8 @@ def _read_checkpoint(ck: Path, map_location) -> dict:
         state = torch.load(ck / 'state.pt', map_location=map_location, weights_only=True)
         config = json.loads((ck / 'config.json').read_text())
     except pickle.UnpicklingError as e:
+        if 'GLOBAL' not in str(e):  # not a pickle of anything: a damaged file
+            raise CheckpointError(f"checkpoint {str(ck)!r} is corrupt or incomplete (its state.pt does not unpickle: {_unpickling_reason(e)})") from e
         raise CheckpointError(f"checkpoint {str(ck)!r} is not safe to load: its state.pt holds more than tensors and plain data "
                               f"({_unpickling_reason(e)}); it was not written by this trainer, or was tampered with") from e
     except Exception as e:
