@@ -23,10 +23,10 @@ from .training import (EMA, Checkpoint, CheckpointError, LossPlot, ProgressBar, 
                                        load_checkpoint, nonfinite, setup_distributed)
 
 # %% auto #0
-__all__ = ['LIMITS', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'FIXED_ON_RESUME', 'RUN_FILES', 'UsageError', 'check_device', 'check_out_dir',
-           'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run', 'resolve_train_args',
-           'make_sample_fn', 'unconditional', 'build_run', 'train', 'train_main', 'model_from_spec', 'load_trained',
-           'parse_labels', 'sample_parser', 'GridCanvas', 'sample', 'sample_main']
+__all__ = ['LIMITS', 'OUT_OF_MEMORY', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'FIXED_ON_RESUME', 'RUN_FILES', 'UsageError', 'check_device',
+           'check_out_dir', 'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run',
+           'resolve_train_args', 'make_sample_fn', 'unconditional', 'build_run', 'train', 'train_main',
+           'model_from_spec', 'load_trained', 'parse_labels', 'sample_parser', 'GridCanvas', 'sample', 'sample_main']
 
 # %% ../nbs/21_cli.ipynb #327c87dc
 class UsageError(Exception):
@@ -41,11 +41,13 @@ LIMITS = dict(T=100_000,  # diffusion steps (DDPM uses 1,000; iDDPM 4,000)
               params=2_000_000_000,  # parameters of a model rebuilt from a checkpoint
               spec_int=65_536)  # any integer in a checkpoint's model config (widths, depths, sizes)
 
+OUT_OF_MEMORY = getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError)  # torch.OutOfMemoryError from torch 2.5
+
 def _line(e: BaseException) -> str:
     "An error's message on one line."
     if isinstance(e, OSError) and e.strerror and not isinstance(e, CheckpointError):
         return f"{e.strerror}: {str(e.filename)!r}" if e.filename else e.strerror
-    if isinstance(e, torch.OutOfMemoryError): return f"out of memory on the device ({' '.join(str(e).split())[:160]}); lower --batch-size"
+    if isinstance(e, OUT_OF_MEMORY): return f"out of memory on the device ({' '.join(str(e).split())[:160]}); lower --batch-size"
     return ' '.join(str(e).split())
 
 def _run(prog: str, fn, argv) -> int:
@@ -53,7 +55,7 @@ def _run(prog: str, fn, argv) -> int:
     try:
         fn(argv)
         return 0
-    except (UsageError, ValueError, CheckpointError, ImportError, FloatingPointError, OSError, torch.OutOfMemoryError) as e:
+    except (UsageError, ValueError, CheckpointError, ImportError, FloatingPointError, OSError, OUT_OF_MEMORY) as e:
         print(f"{prog}: error: {_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
@@ -202,12 +204,13 @@ def _step_of(ck: Path) -> int: return int(ck.name.split('-')[1])
 def saved_run(out: Path) -> tuple[dict | None, list[Path]]:
     "The options of the run in `out` and its checkpoints: the options from the newest checkpoint's config (what its weights were "
     "trained with), else from the run's config.json (a run stopped before its first checkpoint); None when there is no run."
-    ckpts = list_checkpoints(out)
+    ckpts, errors = list_checkpoints(out), []
     for f in ([ckpts[-1] / 'config.json'] if ckpts else []) + [out / 'config.json']:
         if not f.exists(): continue
-        try: return json.loads(f.read_text())['args'], ckpts
-        except (ValueError, KeyError, TypeError) as e: raise UsageError(f"{str(f)!r} is not a dc-train config ({type(e).__name__}: {e})") from e
-    return None, ckpts
+        try: return dict(json.loads(f.read_text())['args']), ckpts
+        except (ValueError, KeyError, TypeError) as e: errors.append(f"{str(f)!r} is not a dc-train config ({type(e).__name__}: {e})")
+    if errors and not ckpts: raise UsageError(errors[0])
+    return None, ckpts  # with checkpoints: loading the newest one says what is wrong with it, and which one to use instead
 
 def _check_numbers(o: dict):
     "Every option in range, before any work: one line naming the option, its bound and the value given."
@@ -229,12 +232,16 @@ def _check_numbers(o: dict):
 def resolve_train_args(args: argparse.Namespace) -> dict:
     "The run's options: defaults < the resumed run's options < the command line; checked, before anything is written."
     given = {k: v for k, v in vars(args).items() if v is not None and k not in ('out', 'resume')}
+    if not str(given.get('dataset', 'x')).strip(): raise UsageError("--dataset must name a dataset or a folder, got ''")
     if 'dataset' in given: given['dataset'] = _dataset_name(given['dataset'])
     out = check_out_dir(args.out)
+    if (out / 'state.pt').exists() or (out / 'model.safetensors').exists():
+        raise UsageError(f"--out {str(out)!r} is a checkpoint, not a run folder; pass the run folder that holds it ({str(out.parent)!r})")
     saved, ckpts = saved_run(out)
     if args.resume:
-        if saved is None:
-            raise UsageError(f"--resume: no run in {str(out)!r} (no config.json" + (")" if not ckpts else "; its checkpoints carry no config either)"))
+        if saved is None and not ckpts: raise UsageError(f"--resume: no run in {str(out)!r} (no config.json, no checkpoint)")
+        if saved is None: load_checkpoint(out)  # a damaged newest checkpoint: its error names the one before it
+        if saved is None: raise UsageError(f"--resume: the checkpoints in {str(out)!r} carry no dc-train config, and neither does the run")
         if ckpts:  # a run with a checkpoint continues with its own options; one without starts again and may change them
             changed = [f"{_flag(k)} {given[k]} (the run has {saved.get(k)})" for k in FIXED_ON_RESUME if k in given and given[k] != saved.get(k)]
             if changed: raise UsageError(f"--resume continues a run with its own options; these differ: {'; '.join(changed)}")
@@ -333,15 +340,14 @@ def train(argv=None) -> dict:
             nonlocal lock
             out = check_out_dir(args.out)
             if rank == 0 and out.is_dir(): lock = lock_run(out)
-            opts = resolve_train_args(args)
-            ck = None
-            if args.resume and list_checkpoints(out):
-                try: ck = load_checkpoint(out)  # a corrupt checkpoint stops the run here, before the data loads
-                except CheckpointError as e:
-                    if e.fallback is None: raise
-                    broken = list_checkpoints(out)[-1]
-                    raise CheckpointError(f"{e}; to continue from it, move the broken one out of the way (mv {broken} {broken}.broken) "
-                                          "and pass --resume again", e.fallback) from e
+            try:
+                opts = resolve_train_args(args)
+                ck = load_checkpoint(out) if args.resume and list_checkpoints(out) else None  # a corrupt one stops here, before the data loads
+            except CheckpointError as e:
+                if e.fallback is None: raise
+                broken = list_checkpoints(out)[-1]
+                raise CheckpointError(f"{e}; to continue from it, move the broken one out of the way (mv {broken} {broken}.broken) "
+                                      "and pass --resume again", e.fallback) from e
             run = build_run(opts, world)
             if ck is not None: _same_data(run['config'], ck['config'], f"checkpoint {str(ck['path'])!r}")
             return out, opts, run, ck

@@ -215,7 +215,8 @@ def prune_checkpoints(run_dir, keep: int) -> list[Path]:
 
 def _unpickling_reason(e: Exception) -> str:
     "What torch's weights-only loader refused, without its advice to load the file with weights_only=False (which would run its code)."
-    keep = [p.strip() for p in str(e).split('\n\n') if p.strip() and 'weights_only' not in p and not p.strip().startswith('Check the documentation')]
+    text = str(e).split('WeightsUnpickler error:', 1)[-1]  # older torch: one paragraph, the reason after this
+    keep = [p.strip() for p in text.split('\n\n') if p.strip() and 'weights_only' not in p and not p.strip().startswith('Check the documentation')]
     return ' '.join(' '.join(keep).split())[:200] or 'objects other than tensors and plain data'
 
 def _read_checkpoint(ck: Path, map_location) -> dict:
@@ -227,7 +228,7 @@ def _read_checkpoint(ck: Path, map_location) -> dict:
         state = torch.load(ck / 'state.pt', map_location=map_location, weights_only=True)
         config = json.loads((ck / 'config.json').read_text())
     except pickle.UnpicklingError as e:
-        if 'GLOBAL' not in str(e):  # not a pickle of anything: a damaged file
+        if not any(w in str(e).lower() for w in ('global', 'unsupported class')):  # no object it refused to build: a damaged file
             raise CheckpointError(f"checkpoint {str(ck)!r} is corrupt or incomplete (its state.pt does not unpickle: {_unpickling_reason(e)})") from e
         raise CheckpointError(f"checkpoint {str(ck)!r} is not safe to load: its state.pt holds more than tensors and plain data "
                               f"({_unpickling_reason(e)}); it was not written by this trainer, or was tampered with") from e
@@ -370,8 +371,10 @@ class Trainer:
             dist.all_reduce(both, op=dist.ReduceOp.AVG)
             total = both[0]
             if both[1] > 0 and self.signalled is None: self.signalled = signal.SIGTERM  # another process was stopped
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)  # the same on every rank (DDP averaged them)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.grad_clip: norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)  # the norm before clipping
+        elif params: norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
+        else: norm = torch.zeros((), device=self.device)  # (the gradients, and so the norm, are the same on every rank: DDP averaged them)
         if not bool(torch.isfinite(total) & torch.isfinite(norm)):
             self.opt.zero_grad(set_to_none=True)
             last = self.checkpointer.last if self.checkpointer is not None else None
@@ -380,7 +383,6 @@ class Trainer:
             raise FloatingPointError(f"{what} at step {self.step + 1}: training stopped before that step was taken; "
                                      + (f"the last good checkpoint is {str(last)!r}" if last else "no checkpoint was written yet")
                                      + " (try a lower learning rate or stronger gradient clipping)")
-        if self.grad_clip: torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.grad_clip, norm)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)

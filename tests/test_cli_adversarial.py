@@ -420,6 +420,14 @@ def test_out_with_other_files_and_empty_out(tmp_path, capsys, data):
     fails(capsys, 'dc-train', ['--dataset', data, '--out', out, *FAST], 'samples.png', 'would overwrite')
     assert (out / 'samples.png').read_bytes() == b'my own picture' and sorted(p.name for p in out.iterdir()) == ['notes.txt', 'samples.png']
     fails(capsys, 'dc-train', ['--dataset', data, '--out', '', *FAST], "got ''")
+    fails(capsys, 'dc-train', ['--dataset', '', '--out', tmp_path / 'o', *FAST], "--dataset", "got ''")  # not the working folder
+
+
+def test_out_is_a_checkpoint(run_copy, capsys, data):
+    before = digest(run_copy)
+    fails(capsys, 'dc-train', ['--dataset', data, '--out', run_copy / 'step-0000004', *FAST], 'is a checkpoint', str(run_copy))
+    fails(capsys, 'dc-train', ['--out', run_copy / 'step-0000004', '--resume', '--steps', '6'], 'is a checkpoint')
+    assert digest(run_copy) == before
 
 
 def test_corrupt_newest_checkpoint_names_the_previous(run_copy, tmp_path, capsys):
@@ -430,6 +438,9 @@ def test_corrupt_newest_checkpoint_names_the_previous(run_copy, tmp_path, capsys
     fails(capsys, 'dc-train', ['--out', run_copy, '--resume', '--steps', '6'], 'corrupt', prev, 'mv ', '--resume again')
     assert digest(run_copy) == before
     assert sample_main(['--ckpt', prev, '--n', '2', '--steps', '2', '--out', str(tmp_path / 'g.png')]) == 0  # the advice works
+    os.rename(run_copy / 'step-0000004', run_copy / 'step-0000004.broken')  # as the message says
+    assert train_main(['--out', str(run_copy), '--resume', '--steps', '6', '--quiet']) == 0
+    assert (run_copy / 'step-0000004.broken' / 'state.pt').read_bytes() == b'garbage'  # kept for the user to inspect
 
 
 def test_nrow_and_every(trained, tmp_path, capsys, data):
