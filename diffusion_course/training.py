@@ -282,6 +282,7 @@ class Callback:
     def on_step_start(self, trainer): "Called before each optimizer step (`trainer.step` steps done so far)."
     def on_step_end(self, trainer): "Called after each optimizer step (`trainer.step` counts it, `trainer.loss` holds its loss)."
     def on_fit_end(self, trainer): "Called when `fit` ends without an error."
+    def on_interrupt(self, trainer): "Called when Ctrl-C or SIGTERM stopped `fit` early (after its checkpoint was saved)."
     def state_dict(self) -> dict: return {}
     def load_state_dict(self, state: dict): pass
 
@@ -417,6 +418,7 @@ class Trainer:
             if self.signalled is not None and self.step < end:  # stopped early: keep the last whole step
                 saved = self.checkpointer.last if self.checkpointer is not None else None
                 if self.checkpointer is not None and (saved is None or saved.name != f'step-{self.step:07d}'): saved = self.checkpointer.save(self)
+                for cb in self.callbacks: cb.on_interrupt(self)
                 raise TrainingInterrupted(self.step, saved, self.signalled)
             for cb in self.callbacks: cb.on_fit_end(self)
         return self
@@ -532,6 +534,7 @@ class ProgressBar(Callback):
     def on_fit_end(self, trainer):
         if self.pb is not None: self.pb.close()
         self.pb = None
+    on_interrupt = on_fit_end
 
 class LossPlot(Callback):
     "Record the loss of every step; plot it (raw and smoothed) to `path` at the end, on rank 0."
