@@ -4,50 +4,158 @@
 
 # %% ../nbs/21_cli.ipynb #89cf98d6
 from __future__ import annotations
-import argparse, functools, json, sys, time
+import argparse, dataclasses, errno, functools, importlib, json, math, os, sys, time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from .core import make_generator, save_gif, save_image_grid, seed_everything
+from .core import make_generator, progress_bar, save_gif, seed_everything, to_uint8
 from .data import DATASETS, load_dataset
 from .diffusion import ddpm
 from .diffusion.ddim import DDIMSampler
 from .diffusion.guidance import cfg_forward
 from .diffusion.schedules import SCHEDULES, make_schedule
-from .registry import build, from_spec, list_models, spec
+from .registry import FAMILIES, build, from_spec, list_models, model_class, spec
 from .training import (EMA, Checkpoint, CheckpointError, LossPlot, ProgressBar, ProgressGIF, SampleGrid, Trainer,
-                                       cleanup_distributed, dist_info, list_checkpoints, load_checkpoint, setup_distributed)
+                                       TrainingInterrupted, check_state_dict, cleanup_distributed, dist_info, list_checkpoints,
+                                       load_checkpoint, nonfinite, setup_distributed)
 
 # %% auto #0
-__all__ = ['TRAIN_DEFAULTS', 'FIXED_ON_RESUME', 'UsageError', 'train_parser', 'resolve_train_args', 'make_sample_fn', 'build_run',
-           'train', 'train_main', 'load_trained', 'parse_labels', 'sample_parser', 'sample', 'sample_main',
+__all__ = ['LIMITS', 'OUT_OF_MEMORY', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'FIXED_ON_RESUME', 'RUN_FILES', 'UsageError', 'check_device',
+           'check_out_dir', 'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run',
+           'resolve_train_args', 'make_sample_fn', 'unconditional', 'build_run', 'train', 'train_main',
+           'model_from_spec', 'load_trained', 'parse_labels', 'sample_parser', 'GridCanvas', 'sample', 'sample_main',
            'eval_parser', 'evaluate', 'eval_main']
 
 # %% ../nbs/21_cli.ipynb #327c87dc
 class UsageError(Exception):
     "A problem the user can fix: reported as one line, exit status 1."
 
+LIMITS = dict(T=100_000,  # diffusion steps (DDPM uses 1,000; iDDPM 4,000)
+              size=2048,  # image size in pixels
+              n_samples=1_000,  # images per GIF frame and in samples.png (every frame is kept in every checkpoint)
+              gif_frames=100,  # frames in dc-train's progress GIF (each one re-encodes the GIF)
+              samples=100_000,  # dc-sample --n
+              gif_samples=1_024,  # dc-sample --n with --gif (every frame holds every sample)
+              params=2_000_000_000,  # parameters of a model rebuilt from a checkpoint
+              spec_int=65_536)  # any integer in a checkpoint's model config (widths, depths, sizes)
+
+OUT_OF_MEMORY = getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError)  # torch.OutOfMemoryError from torch 2.5
+
+def _line(e: BaseException) -> str:
+    "An error's message on one line."
+    if isinstance(e, OSError) and e.strerror and not isinstance(e, CheckpointError):
+        return f"{e.strerror}: {str(e.filename)!r}" if e.filename else e.strerror
+    if isinstance(e, OUT_OF_MEMORY): return f"out of memory on the device ({' '.join(str(e).split())[:160]}); lower --batch-size"
+    return ' '.join(str(e).split())
+
 def _run(prog: str, fn, argv) -> int:
-    "Run `fn(argv)`, turning the errors a user can fix into one line on stderr and exit status 1."
+    "Run `fn(argv)`, turning the errors a user can fix into one line on stderr and exit status 1 (Ctrl-C: 128 + the signal)."
     try:
         fn(argv)
         return 0
-    except (UsageError, ValueError, CheckpointError, ImportError, FloatingPointError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except (UsageError, ValueError, CheckpointError, ImportError, FloatingPointError, OSError, OUT_OF_MEMORY) as e:
+        print(f"{prog}: error: {_line(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"{prog}: interrupted{': ' + _line(e) if str(e) else ''}", file=sys.stderr)
+        return 128 + getattr(e, 'signum', 2)
     finally:
         cleanup_distributed()
 
+def check_device(name: str | None) -> torch.device | None:
+    "The device `--device` names, checked: cpu, cuda, cuda:N or mps, and present on this machine (None: the default)."
+    if name is None: return None
+    try: dev = torch.device(name)
+    except (RuntimeError, ValueError) as e: raise UsageError(f"unknown --device {name!r}; expected cpu, cuda, cuda:N or mps") from e
+    if dev.type == 'cpu': return dev
+    if dev.type == 'cuda':
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0: raise UsageError(f"--device {name}: this machine has no CUDA device (torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= n: raise UsageError(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+        return dev
+    if dev.type == 'mps':
+        mps = getattr(torch.backends, 'mps', None)
+        if mps is None or not mps.is_available(): raise UsageError(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu")
+        return dev
+    raise UsageError(f"--device {name}: expected cpu, cuda, cuda:N or mps, got a {dev.type!r} device")
+
+def _nearest_existing(p: Path) -> Path:
+    "`p`, or its nearest ancestor that exists."
+    while not os.path.lexists(p) and p != p.parent: p = p.parent
+    return p
+
+def _check_parent(p: Path, flag: str):
+    "The folder that will hold `p` exists or can be created, and this user may write there."
+    base = _nearest_existing(p.parent)
+    if not base.is_dir(): raise UsageError(f"{flag} {str(p)!r} lies under {str(base)!r}, which is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK): raise UsageError(f"{flag} {str(p)!r}: the folder {str(base)!r} is not writable")
+
+def check_out_dir(out, flag: str = '--out') -> Path:
+    "A run folder, checked before anything is written: new (creatable under a writable folder) or an existing writable folder."
+    if not str(out).strip(): raise UsageError(f"{flag} must name a folder, got {str(out)!r}")
+    p = Path(out)
+    if os.path.lexists(p) and not p.exists(): raise UsageError(f"{flag} {str(p)!r} is a broken symbolic link")
+    if p.exists() and not p.is_dir(): raise UsageError(f"{flag} {str(p)!r} is a file; expected a folder (a new one, or a run to --resume)")
+    if p.is_dir():
+        if not os.access(p, os.W_OK | os.X_OK): raise UsageError(f"{flag} {str(p)!r} is not writable")
+    else: _check_parent(p, flag)
+    return p
+
+IMAGE_OUT = ('.png', '.jpg', '.jpeg', '.gif', '.webp', '.bmp')
+
+def check_out_file(path, flag: str = '--out', suffixes=IMAGE_OUT) -> Path:
+    "An image file to write, checked before any work: a known suffix, not a folder, in a folder that exists or can be created and is writable."
+    if not str(path).strip(): raise UsageError(f"{flag} must name a file, got {str(path)!r}")
+    p = Path(path)
+    if p.is_dir(): raise UsageError(f"{flag} {str(p)!r} is a folder; expected a file name such as {'grid.png' if '.png' in suffixes else 'denoise.gif'}")
+    if p.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {str(p)!r}: cannot tell the image format from its suffix {p.suffix!r}; expected one of {', '.join(suffixes)}")
+    _check_parent(p, flag)
+    if p.exists() and not os.access(p, os.W_OK): raise UsageError(f"{flag} {str(p)!r} exists and is not writable")
+    return p
+
+def lock_run(out: Path) -> int | None:
+    "Lock the run folder `out` for this process (an OS lock, released when the process ends, even by SIGKILL); the lock's descriptor."
+    try: import fcntl
+    except ImportError: return None  # no flock (Windows): runs are not locked
+    fd = os.open(out, os.O_RDONLY)  # the folder itself: nothing is written to lock it
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise UsageError(f"another process is using the run in {str(out)!r} (it holds the folder's lock): "
+                             "wait for it to end, or choose another --out") from e
+        return None  # a file system without locks (some network mounts): the run goes on unlocked
+    return fd
+
+def unlock_run(fd: int | None):
+    "Release the lock `lock_run` took."
+    if fd is not None: os.close(fd)
+
+def _on_every_rank(world: int, fn):
+    "`fn()` on every process; a user error on any of them is raised on all (so that none waits forever at the next collective)."
+    err, result = None, None
+    try: result = fn()
+    except (UsageError, ValueError, CheckpointError, ImportError, OSError) as e: err = e
+    if world > 1:
+        msgs = [None] * world
+        torch.distributed.all_gather_object(msgs, None if err is None else _line(err))
+        other = next((m for m in msgs if m), None)
+        if err is None and other: raise UsageError(other)
+    if err is not None: raise err
+    return result
+
 # %% ../nbs/21_cli.ipynb #1845d894
-TRAIN_DEFAULTS = dict(model='UNet-T', dataset='mnist-offline', size=None, schedule='linear', T=1000, steps=1500, batch_size=64,
+TRAIN_DEFAULTS = dict(model='UNet-T', dataset='mnist-offline', size=None, attrs=None, schedule='linear', T=1000, steps=1500, batch_size=64,
                       lr=1e-3, warmup=100, decay='constant', accum=1, grad_clip=1.0, cfg_dropout=0.1, ema_beta=0.999,
                       every=None, ckpt_every=None, keep=2, sample_steps=25, cfg_scale=3.0, n_samples=40, seed=0,
                       device=None, bf16=True, compile=False, quiet=False)
-FIXED_ON_RESUME = ('model', 'dataset', 'size', 'schedule', 'T', 'batch_size', 'lr', 'warmup', 'decay', 'accum', 'cfg_dropout', 'seed')
+FIXED_ON_RESUME = ('model', 'dataset', 'size', 'attrs', 'schedule', 'T', 'batch_size', 'lr', 'warmup', 'decay', 'accum', 'cfg_dropout', 'seed',
+                   'n_samples')  # n_samples: the GIF's frames must keep one size
+RUN_FILES = ('config.json', 'summary.json', 'samples.png', 'progress.gif', 'progress.png', 'loss.png')  # what a run writes beside its checkpoints
 
 def train_parser() -> argparse.ArgumentParser:
     "The arguments of `dc-train` (every default is None here and filled in from `TRAIN_DEFAULTS` or the resumed run)."
@@ -58,6 +166,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', help=f"a registry preset, e.g. UNet-T, UNet-S, DiT-S/2 (default {d['model']})")
     p.add_argument('--dataset', help=f"one of {', '.join(DATASETS)}, or a folder of images (sub-folders = classes) (default {d['dataset']})")
     p.add_argument('--size', type=int, help='image size (default: 32; 64 for celeba)')
+    p.add_argument('--attrs', help='CelebA (or a folder in its layout): the attributes to condition on, comma-separated, e.g. Smiling,Male (default: all 40)')
     p.add_argument('--schedule', choices=SCHEDULES, help=f"noise schedule (default {d['schedule']})")
     p.add_argument('--T', type=int, help=f"diffusion steps (default {d['T']})")
     p.add_argument('--steps', type=int, help=f"optimizer steps (default {d['steps']})")
@@ -66,7 +175,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--warmup', type=int, help=f"warmup steps (default {d['warmup']})")
     p.add_argument('--decay', choices=('constant', 'cosine'), help=f"after warmup (default {d['decay']})")
     p.add_argument('--accum', type=int, help='micro-batches per optimizer step (default 1)')
-    p.add_argument('--grad-clip', type=float, help=f"max gradient norm, 0 = none (default {d['grad_clip']})")
+    p.add_argument('--grad-clip', type=float, help=f"max gradient norm, >= 0; 0 = none (default {d['grad_clip']})")
     p.add_argument('--cfg-dropout', type=float, help=f"label dropout for classifier-free guidance (default {d['cfg_dropout']})")
     p.add_argument('--ema-beta', type=float, help=f"EMA decay cap (default {d['ema_beta']})")
     p.add_argument('--out', default='runs/dc-train', help='run folder')
@@ -85,34 +194,78 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/21_cli.ipynb #7b183c56
-def resolve_train_args(args: argparse.Namespace) -> dict:
-    "The run's options: defaults < the resumed run's config.json < the command line; checked, before anything is written."
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ('out', 'resume')}
-    out = Path(args.out)
-    if args.resume:
-        cfg_file = out / 'config.json'
-        if not cfg_file.exists(): raise UsageError(f"--resume: no run in {str(out)!r} (config.json is missing)")
-        if not list_checkpoints(out): raise UsageError(f"--resume: the run in {str(out)!r} has no checkpoint yet")
-        try: saved = json.loads(cfg_file.read_text())['args']
-        except (ValueError, KeyError) as e: raise UsageError(f"--resume: {str(cfg_file)!r} is not a dc-train config ({e})") from e
-        changed = [f"--{k.replace('_', '-')} {given[k]} (the run has {saved.get(k)})" for k in FIXED_ON_RESUME if k in given and given[k] != saved.get(k)]
-        if changed: raise UsageError(f"--resume continues a run with its own options; these differ: {'; '.join(changed)}")
-        opts = {**TRAIN_DEFAULTS, **saved, **given}
-    else:
-        if (out / 'config.json').exists() or list_checkpoints(out):
-            raise UsageError(f"{str(out)!r} already holds a run; pass --resume to continue it, or choose another --out")
-        opts = {**TRAIN_DEFAULTS, **given}
-    positive = ('steps', 'batch_size', 'T', 'accum', 'keep', 'sample_steps', 'n_samples')
-    bad = [f"--{k.replace('_', '-')} {opts[k]}" for k in positive if opts[k] is not None and opts[k] < 1]
-    bad += [f"--{k.replace('_', '-')} {opts[k]}" for k in ('every', 'ckpt_every', 'size') if opts[k] is not None and opts[k] < 1]
+def _flag(k: str) -> str: return '--' + k.replace('_', '-')
+
+def _dataset_name(name: str) -> str:
+    "A dataset name as saved with the run: a folder as its absolute path, so that --resume works from any working folder."
+    return name if name in DATASETS or not Path(name).is_dir() else str(Path(name).resolve())
+
+def _step_of(ck: Path) -> int: return int(ck.name.split('-')[1])
+
+def saved_run(out: Path) -> tuple[dict | None, list[Path]]:
+    "The options of the run in `out` and its checkpoints: the options from the newest checkpoint's config (what its weights were "
+    "trained with), else from the run's config.json (a run stopped before its first checkpoint); None when there is no run."
+    ckpts, errors = list_checkpoints(out), []
+    for f in ([ckpts[-1] / 'config.json'] if ckpts else []) + [out / 'config.json']:
+        if not f.exists(): continue
+        try: return dict(json.loads(f.read_text())['args']), ckpts
+        except (ValueError, KeyError, TypeError) as e: errors.append(f"{str(f)!r} is not a dc-train config ({type(e).__name__}: {e})")
+    if errors and not ckpts: raise UsageError(errors[0])
+    return None, ckpts  # with checkpoints: loading the newest one says what is wrong with it, and which one to use instead
+
+def _check_numbers(o: dict):
+    "Every option in range, before any work: one line naming the option, its bound and the value given."
+    bad = [f"{_flag(k)} {o[k]}" for k in ('steps', 'batch_size', 'T', 'accum', 'keep', 'sample_steps', 'n_samples', 'every', 'ckpt_every', 'size')
+           if o[k] is not None and o[k] < 1]
     if bad: raise UsageError(f"these must be >= 1: {', '.join(bad)}")
-    if not opts['lr'] > 0: raise UsageError(f"--lr must be > 0, got {opts['lr']}")
-    if not 0 <= opts['cfg_dropout'] < 1: raise UsageError(f"--cfg-dropout must lie in [0, 1), got {opts['cfg_dropout']}")
-    if not 0 <= opts['ema_beta'] < 1: raise UsageError(f"--ema-beta must lie in [0, 1), got {opts['ema_beta']}")
-    if opts['sample_steps'] > opts['T']: raise UsageError(f"--sample-steps must be at most --T = {opts['T']}, got {opts['sample_steps']}")
+    for k in ('lr', 'grad_clip', 'cfg_dropout', 'ema_beta', 'cfg_scale'):
+        if not math.isfinite(o[k]): raise UsageError(f"{_flag(k)} must be a finite number, got {o[k]}")
+    over = [f"{_flag(k)} {o[k]} (at most {LIMITS[k]:,})" for k in ('T', 'size', 'n_samples') if o[k] is not None and o[k] > LIMITS[k]]
+    if over: raise UsageError(f"too large: {', '.join(over)}")
+    if not o['lr'] > 0: raise UsageError(f"--lr must be > 0, got {o['lr']}")
+    if o['grad_clip'] < 0: raise UsageError(f"--grad-clip must be >= 0 (0: no clipping), got {o['grad_clip']}")  # < 0 would reverse the gradients
+    if o['warmup'] < 0: raise UsageError(f"--warmup must be >= 0, got {o['warmup']}")
+    if not 0 <= o['seed'] < 2**32: raise UsageError(f"--seed must lie in [0, 2**32), got {o['seed']}")
+    if not 0 <= o['cfg_dropout'] < 1: raise UsageError(f"--cfg-dropout must lie in [0, 1), got {o['cfg_dropout']}")
+    if not 0 <= o['ema_beta'] < 1: raise UsageError(f"--ema-beta must lie in [0, 1), got {o['ema_beta']}")
+    if o['sample_steps'] > o['T']: raise UsageError(f"--sample-steps must be at most --T = {o['T']}, got {o['sample_steps']}")
+
+def resolve_train_args(args: argparse.Namespace) -> dict:
+    "The run's options: defaults < the resumed run's options < the command line; checked, before anything is written."
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ('out', 'resume')}
+    if not str(given.get('dataset', 'x')).strip(): raise UsageError("--dataset must name a dataset or a folder, got ''")
+    if 'dataset' in given: given['dataset'] = _dataset_name(given['dataset'])
+    out = check_out_dir(args.out)
+    if (out / 'state.pt').exists() or (out / 'model.safetensors').exists():
+        raise UsageError(f"--out {str(out)!r} is a checkpoint, not a run folder; pass the run folder that holds it ({str(out.parent)!r})")
+    saved, ckpts = saved_run(out)
+    if args.resume:
+        if saved is None and not ckpts: raise UsageError(f"--resume: no run in {str(out)!r} (no config.json, no checkpoint)")
+        if saved is None: load_checkpoint(out)  # a damaged newest checkpoint: its error names the one before it
+        if saved is None: raise UsageError(f"--resume: the checkpoints in {str(out)!r} carry no dc-train config, and neither does the run")
+        if ckpts:  # a run with a checkpoint continues with its own options; one without starts again and may change them
+            changed = [f"{_flag(k)} {given[k]} (the run has {saved.get(k)})" for k in FIXED_ON_RESUME if k in given and given[k] != saved.get(k)]
+            if changed: raise UsageError(f"--resume continues a run with its own options; these differ: {'; '.join(changed)}")
+        opts = {**TRAIN_DEFAULTS, **saved, **given}
+        done = _step_of(ckpts[-1]) if ckpts else 0
+        if done and opts['steps'] < done: raise UsageError(f"--steps {opts['steps']} is fewer than the {done} steps the run in {str(out)!r} has done")
+        if done and opts['steps'] == done:
+            raise UsageError(f"the run in {str(out)!r} is finished (step {done} of {done}); pass --steps N with N > {done} to train it further")
+        if 'steps' in given and 'every' not in given: opts['every'] = None  # an extended run spreads its GIF frames over its new length
+    else:
+        if ckpts:
+            raise UsageError(f"{str(out)!r} already holds a run; pass --resume to continue it, or choose another --out")
+        clash = [n for n in RUN_FILES if (out / n).exists()] if saved is None else []
+        if clash: raise UsageError(f"{str(out)!r} holds files a run would overwrite ({', '.join(clash)}) but no dc-train run; choose a new or empty --out")
+        opts = {**TRAIN_DEFAULTS, **given}
+    _check_numbers(opts)
     if opts['model'] not in list_models(): raise UsageError(f"unknown --model {opts['model']!r}; expected one of {', '.join(list_models())}")
     opts['every'] = opts['every'] or max(1, opts['steps'] // 10)
     opts['ckpt_every'] = opts['ckpt_every'] or max(1, opts['steps'] // 4)
+    frames = opts['steps'] // opts['every'] + 1
+    if frames > LIMITS['gif_frames']:
+        raise UsageError(f"--every {opts['every']} with --steps {opts['steps']} makes {frames} GIF frames; at most {LIMITS['gif_frames']} "
+                         f"(--every >= {-(-opts['steps'] // (LIMITS['gif_frames'] - 1))})")
     return opts
 
 # %% ../nbs/21_cli.ipynb #23da76fb
@@ -130,81 +283,206 @@ def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50,
     return sample_fn
 
 def _load_data(opts: dict):
-    try: return load_dataset(opts['dataset'], size=opts['size'])
+    attrs = [a.strip() for a in opts['attrs'].split(',') if a.strip()] if opts.get('attrs') else None
+    try: data = load_dataset(opts['dataset'], size=opts['size'], attrs=attrs)
     except RuntimeError as e: raise UsageError(str(e)) from e  # a download that cannot happen
+    if attrs and not data.multi_hot: raise UsageError(f"--attrs applies to CelebA (multi-hot attributes); {opts['dataset']!r} has classes {data.classes[:10]}")
+    return data
 
-def build_run(opts: dict, device=None) -> dict:
-    "Data, model, schedule, loss and the config saved with every checkpoint, for the options `opts`."
+def unconditional(loss_fn):
+    "The loss of an unconditional model: the data's labels (a one-class folder's zeros) are not passed on."
+    def loss(model, x0, y): return loss_fn(model, x0, None)
+    return loss
+
+def build_run(opts: dict, world: int = 1) -> dict:
+    "Data, model, schedule, loss and the config saved with every checkpoint, for the options `opts` (checked on two images first)."
     data = _load_data(opts)
     C, H, W = data.shape
-    K = data.num_classes if data.num_classes > 1 else 0  # one class (a plain folder): unconditional
+    K = data.num_classes if data.multi_hot or data.num_classes > 1 else 0  # one class (a plain folder): unconditional
+    need = opts['batch_size'] * world
+    if len(data) < need:
+        raise UsageError(f"--batch-size {opts['batch_size']} needs at least {need} images ({opts['batch_size']} per process x {world}); "
+                         f"the dataset {opts['dataset']!r} has {len(data)}")
     overrides = dict(in_channels=C, input_size=H, num_classes=K, class_dropout_prob=opts['cfg_dropout'])
     if data.multi_hot: overrides['multi_hot'] = True
     seed_everything(opts['seed'])
     model = build(opts['model'], **overrides)
-    x0, y = data.batch(torch.arange(2))
-    with torch.no_grad(): model.eval()(x0, torch.zeros(2, dtype=torch.long), y if K else None)  # fails early on a size the preset cannot take
     sched = make_schedule(opts['schedule'], opts['T'])
+    loss = functools.partial(ddpm.l_simple, sched=sched)
+    if not K: loss = unconditional(loss)
+    x0, y = data.batch(torch.arange(min(2, len(data))))
+    with torch.no_grad(): loss(model.eval(), x0, y)  # the whole loss once: a size or label the model cannot take fails here, before any file
     config = {'args': opts, 'model': spec(model), 'schedule': opts['schedule'], 'T': opts['T'], 'prediction': 'eps',
               'image_shape': [C, H, W], 'num_classes': K, 'multi_hot': data.multi_hot, 'classes': data.classes, 'dataset': opts['dataset']}
-    return dict(data=data, model=model, sched=sched, loss=functools.partial(ddpm.l_simple, sched=sched), config=config)
+    return dict(data=data, model=model, sched=sched, loss=loss, config=config)
 
 # %% ../nbs/21_cli.ipynb #3f02bc40
+def _same_data(run_config: dict, ck_config: dict, where: str):
+    "A resumed run must see the data and build the model its checkpoint was trained with."
+    for k, what in (('image_shape', 'image shape is'), ('classes', 'classes are'), ('num_classes', 'number of classes is'), ('multi_hot', 'multi-hot labels are')):
+        if k in ck_config and run_config[k] != ck_config[k]:
+            have, had = run_config[k], ck_config[k]
+            if isinstance(have, list) and len(have) > 12: have, had = f"{len(have)} of them", f"{len(had)}"
+            raise UsageError(f"the dataset changed since the run started: its {what} {have} now, {had} in {where}")
+    a, b = json.loads(json.dumps(run_config['model'])), ck_config.get('model')  # tuples as JSON lists, as saved
+    if isinstance(b, dict) and a != b:
+        diff = [k for k in a.get('config', {}) if a['config'].get(k) != (b.get('config') or {}).get(k)] or [k for k in a if a[k] != b.get(k)]
+        k = diff[0] if diff else '?'
+        raise UsageError(f"the model of these options differs from the one in {where}: {k!r} is {a.get('config', a).get(k)} here, "
+                         f"{(b.get('config') or b).get(k)} there (was config.json edited?)")
+
 def train(argv=None) -> dict:
     "`dc-train`: parse, check, build, train; returns a summary (steps, seconds, steps per second, paths)."
     args = train_parser().parse_args(argv)
-    rank, world, device = setup_distributed(args.device)
-    opts = resolve_train_args(args)
-    if args.resume: load_checkpoint(args.out)  # a missing or corrupt checkpoint stops the run here, before the data loads
-    if world > 1: torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it
-    run = build_run(opts)
-    out, K = Path(args.out), run['config']['num_classes']
-    sample_fn = make_sample_fn(run['sched'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'] if K else 1.0, num_classes=K)
-    nrow = K if K and opts['n_samples'] % K == 0 else None
-    callbacks = [EMA(beta=opts['ema_beta']), LossPlot(out / 'loss.png'), Checkpoint(out, every=opts['ckpt_every'], keep=opts['keep']),
-                 ProgressGIF(sample_fn, out / 'progress.gif', out / 'progress.png', every=opts['every'], n=opts['n_samples'],
-                             num_classes=K or None, nrow=nrow),
-                 SampleGrid(sample_fn, out / 'samples.png', every=opts['steps'], n=opts['n_samples'], num_classes=K or None, nrow=nrow, seed=opts['seed'])]
-    if not opts['quiet']: callbacks.append(ProgressBar())
-    trainer = Trainer(run['model'], run['loss'], run['data'], steps=opts['steps'], batch_size=opts['batch_size'], lr=opts['lr'],
-                      warmup=opts['warmup'], decay=opts['decay'], grad_clip=opts['grad_clip'] or None, accum=opts['accum'],
-                      seed=opts['seed'], device=device, bf16=opts['bf16'], compile=opts['compile'], callbacks=callbacks, config=run['config'])
-    if args.resume:
-        path = trainer.resume(out)  # a missing or corrupt checkpoint stops here, before anything is written
-        if rank == 0: print(f"resumed from {path} (step {trainer.step} of {trainer.steps})", file=sys.stderr)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.json').write_text(json.dumps(run['config'], indent=2))
-    start, t0 = trainer.step, time.time()
-    trainer.fit()
-    secs = time.time() - t0
-    summary = {'steps': trainer.step - start, 'seconds': round(secs, 1), 'steps_per_s': round((trainer.step - start) / max(secs, 1e-9), 2),
-               'world': world, 'device': str(device), 'final_loss': trainer.loss, 'checkpoint': str(trainer.checkpointer.last)}
-    if rank == 0:
-        (out / 'summary.json').write_text(json.dumps(summary, indent=2))
-        print(f"dc-train: {summary['steps']} steps in {secs:.0f} s ({summary['steps_per_s']} steps/s on {world} x {device}); "
-              f"wrote {out}/: samples.png, progress.gif, loss.png, {trainer.checkpointer.last.name}/", file=sys.stderr)
-    return summary
+    rank, world, device = setup_distributed(check_device(args.device))
+    lock = None
+    try:
+        def prepare():  # on every process; rank 0 also takes the run's lock before reading it
+            nonlocal lock
+            out = check_out_dir(args.out)
+            if rank == 0 and out.is_dir(): lock = lock_run(out)
+            try:
+                opts = resolve_train_args(args)
+                ck = load_checkpoint(out) if args.resume and list_checkpoints(out) else None  # a corrupt one stops here, before the data loads
+            except CheckpointError as e:
+                if e.fallback is None: raise
+                broken = list_checkpoints(out)[-1]
+                raise CheckpointError(f"{e}; to continue from it, move the broken one out of the way (mv {broken} {broken}.broken) "
+                                      "and pass --resume again", e.fallback) from e
+            run = build_run(opts, world)
+            if ck is not None: _same_data(run['config'], ck['config'], f"checkpoint {str(ck['path'])!r}")
+            return out, opts, run, ck
+        out, opts, run, ck = _on_every_rank(world, prepare)
+        K = run['config']['num_classes']
+        sample_fn = make_sample_fn(run['sched'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'] if K else 1.0, num_classes=K)
+        nrow = K if K and not run['config']['multi_hot'] and opts['n_samples'] % K == 0 else None
+        data = run['data']
+        labels = data.y[torch.arange(opts['n_samples']) % len(data)] if data.multi_hot else None  # real attribute sets; classes: 0..K-1 in turn
+        callbacks = [EMA(beta=opts['ema_beta']), LossPlot(out / 'loss.png'), Checkpoint(out, every=opts['ckpt_every'], keep=opts['keep']),
+                     ProgressGIF(sample_fn, out / 'progress.gif', out / 'progress.png', every=opts['every'], n=opts['n_samples'],
+                                 labels=labels, num_classes=K or None, nrow=nrow),
+                     SampleGrid(sample_fn, out / 'samples.png', every=opts['steps'], n=opts['n_samples'], labels=labels, num_classes=K or None,
+                                nrow=nrow, seed=opts['seed'])]
+        if not opts['quiet']: callbacks.append(ProgressBar())
+        trainer = Trainer(run['model'], run['loss'], run['data'], steps=opts['steps'], batch_size=opts['batch_size'], lr=opts['lr'],
+                          warmup=opts['warmup'], decay=opts['decay'], grad_clip=opts['grad_clip'] or None, accum=opts['accum'],
+                          seed=opts['seed'], device=device, bf16=opts['bf16'], compile=opts['compile'], callbacks=callbacks, config=run['config'])
+        if ck is not None:
+            path = trainer.resume(out)  # a checkpoint that does not fit stops here, before anything is written
+            if rank == 0: print(f"resumed from {path} (step {trainer.step} of {trainer.steps})", file=sys.stderr)
+        elif args.resume and rank == 0: print(f"dc-train: the run in {str(out)!r} has no checkpoint yet: it starts again from step 0", file=sys.stderr)
+        def claim():  # rank 0 takes the folder (a new run's lock comes only now, once every check has passed)
+            nonlocal lock
+            if rank != 0: return
+            out.mkdir(parents=True, exist_ok=True)
+            if lock is None: lock = lock_run(out)
+            if ck is None and list_checkpoints(out): raise UsageError(f"{str(out)!r} already holds a run (another process wrote it meanwhile)")
+            (out / 'config.json').write_text(json.dumps(run['config'], indent=2))
+        _on_every_rank(world, claim)
+        start, t0 = trainer.step, time.time()
+        try: trainer.fit()
+        except TrainingInterrupted as e:
+            if e.checkpoint: e.args = (f"{e}; continue with: dc-train --out {out} --resume",)
+            raise
+        secs = time.time() - t0
+        summary = {'steps': trainer.step - start, 'seconds': round(secs, 1), 'steps_per_s': round((trainer.step - start) / max(secs, 1e-9), 2),
+                   'world': world, 'device': str(device), 'final_loss': trainer.loss, 'checkpoint': str(trainer.checkpointer.last)}
+        if rank == 0:
+            (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+            print(f"dc-train: {summary['steps']} steps in {secs:.0f} s ({summary['steps_per_s']} steps/s on {world} x {device}); "
+                  f"wrote {out}/: samples.png, progress.gif, loss.png, {trainer.checkpointer.last.name}/", file=sys.stderr)
+        return summary
+    except KeyboardInterrupt as e:
+        if not isinstance(e, TrainingInterrupted):  # before training started, or a second Ctrl-C
+            out = Path(args.out)
+            raise KeyboardInterrupt(f"the run in {str(out)!r} continues from its last checkpoint with --resume" if list_checkpoints(out)
+                                    else "no checkpoint was written: the same command starts the run again") from e
+        raise
+    finally: unlock_run(lock)
 
 def train_main(argv=None) -> int:
     "Console entry point `dc-train`."
     return _run('dc-train', train, argv)
 
 # %% ../nbs/21_cli.ipynb #f5f351f3
+def _ram_bytes() -> int | None:
+    try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError): return None
+
+def _check_value(k: str, v, where: str):
+    "A model config value from a file: plain data of a sane size (ints bounded, floats finite)."
+    if isinstance(v, (list, tuple)):
+        if len(v) > 64: raise CheckpointError(f"{where}: model config field {k!r} holds {len(v)} items; at most 64")
+        for x in v: _check_value(k, x, where)
+    elif isinstance(v, bool) or v is None or isinstance(v, str): pass
+    elif isinstance(v, int):
+        if abs(v) > LIMITS['spec_int']: raise CheckpointError(f"{where}: model config field {k!r} = {v} is beyond any model this course builds (at most {LIMITS['spec_int']:,})")
+    elif isinstance(v, float):
+        if not math.isfinite(v): raise CheckpointError(f"{where}: model config field {k!r} = {v} is not a finite number")
+    else: raise CheckpointError(f"{where}: model config field {k!r} holds a {type(v).__name__}; expected numbers, strings or lists")
+
+def model_from_spec(s, where: str = 'the checkpoint') -> torch.nn.Module:
+    "Rebuild (untrained) the model a checkpoint's spec describes, checked first: a registered family, one of its config dataclasses "
+    "(never any other callable), known fields, sizes in bounds, a parameter count that fits in memory (counted on the meta device)."
+    if not isinstance(s, dict) or not isinstance(s.get('config'), dict) or not {'family', 'config_type'} <= set(s):
+        raise CheckpointError(f"{where}: its model spec must be a dict with family, config_type and config, got {str(s)[:80]}")
+    if s['family'] not in FAMILIES: raise CheckpointError(f"{where} names an unknown backbone family {s['family']!r}; expected one of {sorted(FAMILIES)}")
+    mod = importlib.import_module(FAMILIES[s['family']])
+    types = {type(c) for c in mod.PRESETS.values()} | set(getattr(mod, 'MODELS', {}))
+    cfg_type = next((t for t in types if t.__name__ == s['config_type'] and dataclasses.is_dataclass(t)), None)
+    if cfg_type is None:
+        raise CheckpointError(f"{where}: config_type {s['config_type']!r} is not a config of the {s['family']!r} family; expected one of {sorted(t.__name__ for t in types)}")
+    fields = {f.name for f in dataclasses.fields(cfg_type)}
+    unknown = sorted(set(s['config']) - fields)
+    if unknown: raise CheckpointError(f"{where}: {cfg_type.__name__} has no field(s) {unknown}; its fields are {sorted(fields)}")
+    for k, v in s['config'].items(): _check_value(k, v, where)
+    try:
+        cfg = cfg_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in s['config'].items()})
+        cls = model_class(cfg)
+        with torch.device('meta'): n = sum(p.numel() for p in cls(cfg).parameters())  # counted without allocating
+    except Exception as e: raise CheckpointError(f"{where}: its model spec does not build a model ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+    ram = _ram_bytes()
+    if n > LIMITS['params'] or (ram and 4 * n > ram):
+        raise CheckpointError(f"{where}: its model spec asks for {n:,} parameters ({4 * n / 2**30:.1f} GiB); at most {LIMITS['params']:,}"
+                              + (f" and this machine's {ram / 2**30:.0f} GiB" if ram else ''))
+    model = cls(cfg)
+    model.preset = s.get('preset')
+    return model
+
+def _check_sample_config(config: dict, where: str):
+    "What dc-sample reads from a checkpoint's config besides the model: a known schedule, T, the image shape and the classes, in bounds."
+    need = ('model', 'schedule', 'T', 'image_shape', 'num_classes')
+    missing = [k for k in need if k not in config]
+    if missing: raise CheckpointError(f"{where}: its config.json lacks {missing}; it was not written by dc-train")
+    if config['schedule'] not in SCHEDULES: raise CheckpointError(f"{where}: unknown schedule {config['schedule']!r}; expected one of {SCHEDULES}")
+    T, shape, K = config['T'], config['image_shape'], config['num_classes']
+    if not (isinstance(T, int) and 1 <= T <= LIMITS['T']): raise CheckpointError(f"{where}: T must be an integer in [1, {LIMITS['T']:,}], got {T!r}")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and 1 <= v <= LIMITS['size'] for v in shape)):
+        raise CheckpointError(f"{where}: image_shape must be [C, H, W] with sizes in [1, {LIMITS['size']}], got {shape!r}")
+    cfg = config['model'].get('config', {}) if isinstance(config['model'], dict) else {}
+    expect = [cfg.get('in_channels', shape[0]), cfg.get('input_size', shape[1]), cfg.get('input_size', shape[2])]
+    if shape != expect: raise CheckpointError(f"{where}: image_shape {shape} does not match its model's input {expect}")
+    if not (isinstance(K, int) and K == cfg.get('num_classes', K) and 0 <= K): raise CheckpointError(f"{where}: num_classes {K!r} does not match its model's {cfg.get('num_classes')!r}")
+
 def load_trained(path,  # a checkpoint folder, or a run folder (its newest checkpoint)
                  ema: bool = True,  # the EMA weights (what the course samples from) rather than the raw ones
                  device='cpu') -> tuple[torch.nn.Module, dict]:
-    "Rebuild a trained model from a checkpoint: (model in eval mode, config)."
+    "Rebuild a trained model from a checkpoint, every part checked first: (model in eval mode, config)."
     ck = load_checkpoint(path, map_location='cpu')
-    config = ck['config']
-    if 'model' not in config: raise CheckpointError(f"checkpoint {str(ck['path'])!r} has no model spec in its config.json")
-    model = from_spec(config['model'])
+    config, where = ck['config'], f"checkpoint {str(ck['path'])!r}"
+    _check_sample_config(config, where)
+    model = model_from_spec(config['model'], where)
     if ema:
-        if 'ema' not in ck['weights']: raise CheckpointError(f"checkpoint {str(ck['path'])!r} has no EMA weights (use the raw weights instead)")
+        if 'ema' not in ck['weights']: raise CheckpointError(f"{where} has no EMA weights (use the raw weights instead: --raw)")
         sd = {k[len('ema_model.'):]: v for k, v in ck['weights']['ema'].items() if k.startswith('ema_model.')}
     else: sd = ck['weights']['model']
-    try: model.load_state_dict(sd)
-    except RuntimeError as e: raise CheckpointError(f"checkpoint {str(ck['path'])!r} does not fit its model ({e})") from e
+    bad = nonfinite({'ema' if ema else 'model': sd})
+    if bad:
+        older = [c for c in list_checkpoints(ck['path'].parent) if c.name < ck['path'].name]
+        raise CheckpointError(f"{where} holds NaN or inf weights ({len(bad)} tensor(s), e.g. {bad[0]!r}): it cannot be sampled from"
+                              + (f"; an earlier checkpoint: {str(older[-1])!r}" if older else ''))
+    check_state_dict(model, sd, where)
+    model.load_state_dict(sd)
     config['checkpoint'] = str(ck['path'])
     return model.to(device).eval(), config
 
@@ -237,42 +515,89 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument('--eta', type=float, default=0.0, help='DDIM noise (0: deterministic; 1: DDPM-like)')
     p.add_argument('--cfg-scale', type=float, default=1.0, help='classifier-free guidance scale (1: none)')
     p.add_argument('--labels', help='comma-separated class indices or names (multi-hot models: attribute names); default: every class in turn')
-    p.add_argument('--n', type=int, default=40, help='number of samples')
+    p.add_argument('--n', type=int, default=40, help=f"number of samples (at most {LIMITS['samples']:,}; {LIMITS['gif_samples']:,} with --gif)")
+    p.add_argument('--batch-size', type=int, default=256, help='samples per forward pass: bounds the memory (halve it if the device runs out)')
     p.add_argument('--nrow', type=int, help='images per row (default: the number of classes when it divides --n)')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0, help='the same seed and --batch-size give the same images')
     p.add_argument('--out', default='grid.png', help='the grid image')
     p.add_argument('--gif', help='also write the denoising trajectory (x0_hat at each kept step) as this GIF')
     p.add_argument('--raw', action='store_true', help='the raw weights instead of the EMA')
     p.add_argument('--device', help='default: CUDA if present')
     return p
 
+class GridCanvas:
+    "A grid image (the layout of `image_grid`) filled a batch at a time: memory for the grid's pixels only, never all samples as floats."
+    def __init__(self, n: int, shape, nrow: int = 8, pad: int = 2, pad_value: int = 255):
+        C, H, W = shape
+        self.nrow, self.H, self.W, self.pad, self.i = min(nrow, n), H, W, pad, 0
+        rows = -(-n // self.nrow)
+        self.pixels = np.full((rows * (H + pad) + pad, self.nrow * (W + pad) + pad, 3), pad_value, dtype=np.uint8)  # (H', W', 3)
+    def add(self, x: torch.Tensor):  # (B, C, H, W) in [-1, 1]
+        u = to_uint8(x)
+        if u.shape[1] == 1: u = u.expand(-1, 3, -1, -1)
+        for img in u.permute(0, 2, 3, 1).numpy():  # (H, W, 3) each
+            r, c = divmod(self.i, self.nrow)
+            top, left = self.pad + r * (self.H + self.pad), self.pad + c * (self.W + self.pad)
+            self.pixels[top:top + self.H, left:left + self.W] = img
+            self.i += 1
+
+def _write_atomic(path: Path, write):
+    "Write through a temporary file beside `path`, then rename: a failure (a full disk) leaves the old file as it was."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.tmp-{os.getpid()}{path.suffix}')
+    try: write(tmp); os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
+
 def sample(argv=None) -> Path:
-    "`dc-sample`: load, check, sample, write the grid (and GIF); returns the grid's path."
+    "`dc-sample`: check, load, sample in batches, write the grid (and GIF); returns the grid's path."
     args = sample_parser().parse_args(argv)
-    if args.n < 1 or args.steps < 1: raise UsageError(f"--n and --steps must be >= 1, got --n {args.n}, --steps {args.steps}")
+    if args.n < 1 or args.steps < 1 or args.batch_size < 1:
+        raise UsageError(f"--n, --steps and --batch-size must be >= 1, got --n {args.n}, --steps {args.steps}, --batch-size {args.batch_size}")
+    if args.n > LIMITS['samples']: raise UsageError(f"--n must be at most {LIMITS['samples']:,}, got {args.n:,}")
+    if args.gif and args.n > LIMITS['gif_samples']:
+        raise UsageError(f"--gif keeps every sample in every frame: --n must be at most {LIMITS['gif_samples']:,} with it, got {args.n:,}")
+    if args.nrow is not None and args.nrow < 1: raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
+    for k in ('eta', 'cfg_scale'):
+        if not math.isfinite(getattr(args, k)): raise UsageError(f"{_flag(k)} must be a finite number, got {getattr(args, k)}")
     if args.eta < 0: raise UsageError(f"--eta must be >= 0, got {args.eta}")
     if args.sampler == 'ddpm' and args.eta: raise UsageError("--eta applies to --sampler ddim only")
-    for p in (args.out, args.gif):
-        if p and Path(p).suffix.lower() not in ('.png', '.jpg', '.jpeg', '.gif', '.webp', '.bmp'):
-            raise UsageError(f"cannot tell the image format of {p!r} from its suffix; use .png or .gif")
-    device = torch.device(args.device) if args.device else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
-    model, config = load_trained(args.ckpt, ema=not args.raw, device=device)
+    if not 0 <= args.seed < 2**32: raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    out = check_out_file(args.out, '--out')
+    gif = check_out_file(args.gif, '--gif', ('.gif', '.png', '.webp')) if args.gif else None
+    if gif is not None and gif.resolve() == out.resolve(): raise UsageError(f"--out and --gif name the same file {str(out)!r}")
+    device = check_device(args.device) or (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
+    try: model, config = load_trained(args.ckpt, ema=not args.raw, device=device)
+    except CheckpointError as e:
+        if e.fallback is None: raise
+        raise CheckpointError(f"{e}: sample from it with --ckpt {e.fallback}", e.fallback) from e
     K = config['num_classes']
     if args.cfg_scale != 1 and not K: raise UsageError("--cfg-scale needs a class-conditional model; this one is unconditional")
     sched = make_schedule(config['schedule'], config['T'])
     if args.steps > sched.T: raise UsageError(f"--steps must be at most the model's T = {sched.T}, got {args.steps}")
     y = parse_labels(args.labels, args.n, config)
-    fn = make_sample_fn(sched, args.sampler, args.steps, args.eta, args.cfg_scale, K, keep_x0=bool(args.gif))
-    g = make_generator(args.seed, device)
-    x_T = torch.randn((args.n, *config['image_shape']), generator=g, device=device)
-    out = fn(model, x_T, None if y is None else y.to(device))
-    x0, frames = out if args.gif else (out, None)
+    fn = make_sample_fn(sched, args.sampler, args.steps, args.eta, args.cfg_scale, K, keep_x0=bool(gif))
     nrow = args.nrow or (K if K and not config.get('multi_hot') and args.n % K == 0 and not args.labels else 8)
-    path = save_image_grid(x0.cpu(), args.out, nrow=nrow)
-    if args.gif: save_gif(frames, args.gif, duration=80, nrow=nrow)
-    print(f"dc-sample: {args.n} samples from {config['checkpoint']} ({args.sampler}, {args.steps} steps, cfg scale {args.cfg_scale}) -> {path}"
-          + (f" and {args.gif}" if args.gif else ''), file=sys.stderr)
-    return path
+    seed_everything(args.seed)  # DDPM's (and DDIM's eta > 0) noise comes from the global generator
+    g = make_generator(args.seed, device)
+    grid, frames = GridCanvas(args.n, config['image_shape'], nrow), None
+    starts = range(0, args.n, args.batch_size)
+    with torch.no_grad():
+        for i in progress_bar(starts, desc='sampling', disable=len(starts) == 1):
+            b = min(args.batch_size, args.n - i)
+            x_T = torch.randn((b, *config['image_shape']), generator=g, device=device)  # (b, C, H, W)
+            res = fn(model, x_T, None if y is None else y[i:i + b].to(device))
+            x0, steps = res if gif else (res, None)
+            grid.add(x0.cpu())
+            if gif:
+                frames = frames or [GridCanvas(args.n, config['image_shape'], nrow) for _ in steps]
+                for canvas, f in zip(frames, steps): canvas.add(f)
+    _write_atomic(out, lambda p: Image.fromarray(grid.pixels).save(p))
+    if gif: _write_atomic(gif, lambda p: save_gif([c.pixels for c in frames], p, duration=80))
+    print(f"dc-sample: {args.n} samples from {config['checkpoint']} ({args.sampler}, {args.steps} steps, cfg scale {args.cfg_scale}) -> {out}"
+          + (f" and {gif}" if gif else ''), file=sys.stderr)
+    return out
 
 def sample_main(argv=None) -> int:
     "Console entry point `dc-sample`."

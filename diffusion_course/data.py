@@ -17,8 +17,9 @@ from .core import make_generator, progress_bar
 
 # %% auto #0
 __all__ = ['MNIST_CLASSES', 'MNIST_SPLITS', 'MNIST_REFERENCE_PER_CLASS', 'MNIST_FILE', 'TOY_KINDS', 'DATASETS', 'CELEBA_ATTRS',
-           'IMAGE_SUFFIXES', 'uint8_to_float', 'ImageData', 'pad_to', 'mnist_reference_index', 'mnist_offline',
-           'toy_2d', 'pil_to_uint8', 'from_pil', 'load_dataset', 'celeba_from', 'image_folder']
+           'IMAGE_SUFFIXES', 'CELEBA_FILES', 'uint8_to_float', 'ImageData', 'pad_to', 'mnist_reference_index',
+           'mnist_offline', 'toy_2d', 'pil_to_uint8', 'from_pil', 'load_dataset', 'celeba_from', 'read_image',
+           'image_folder', 'is_celeba_folder', 'celeba_folder']
 
 # %% ../nbs/01_data.ipynb #2c248f68
 def uint8_to_float(x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +176,7 @@ def from_pil(items,  # iterable of (PIL image, label) pairs: a torchvision datas
     y = y.float() if y.dim() == 2 else y.long()
     return ImageData(x, y, classes, name=name)
 
-def load_dataset(name: str,  # one of `DATASETS`, or a folder of images
+def load_dataset(name: str,  # one of `DATASETS`, or a folder: of images, or in CelebA's layout
                  root: str | Path = 'data',  # where torchvision keeps its downloads
                  train: bool = True,
                  size: int | None = None,  # image size; default 32 (64 for CelebA)
@@ -185,6 +186,7 @@ def load_dataset(name: str,  # one of `DATASETS`, or a folder of images
     if name == 'mnist-offline': return mnist_offline(size or 32)
     if name not in DATASETS:
         p = Path(name)
+        if p.is_dir() and is_celeba_folder(p): return celeba_folder(p, size=size or 64, attrs=attrs, split='train' if train else 'valid')
         if p.is_dir(): return image_folder(p, size=size or 32)
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS} or an existing folder of images")
     tv = _torchvision()
@@ -222,13 +224,59 @@ class _Mapped:
 # %% ../nbs/01_data.ipynb #97ee0773
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 
+def read_image(f: str | Path) -> Image.Image:
+    "Open and decode one image file; one PIL cannot read (corrupt, empty, truncated, a decompression bomb) raises a ValueError naming it."
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', Image.DecompressionBombWarning)  # PIL only warns between 1x and 2x its pixel limit
+        try:
+            img = Image.open(f)
+            img.load()
+            return img
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"cannot read the image {str(f)!r} ({type(e).__name__}: {e}); fix or remove that file") from e
+
+def _visible(f: Path, root: Path) -> bool:
+    "Not hidden: no part of the path below `root` starts with a dot (.ipynb_checkpoints, .DS_Store, ...)."
+    return not any(part.startswith('.') for part in f.relative_to(root).parts)
+
 def image_folder(path: str | Path, size: int = 32, channels: int = 3) -> ImageData:
-    "Every image under `path` as `ImageData`; sub-folder names become the classes."
+    "Every image under `path` as `ImageData`; sub-folder names become the classes (hidden files and folders are skipped)."
     path = Path(path)
-    files = sorted(f for f in path.rglob('*') if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(f for f in path.rglob('*') if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir() and _visible(f, path))
     if not files: raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(path)!r}")
     dirs = sorted({f.parent.relative_to(path).as_posix() for f in files})
     classes = dirs if dirs != ['.'] else ['all']
     label = lambda f: classes.index(f.parent.relative_to(path).as_posix()) if dirs != ['.'] else 0
-    items = _Mapped(files, lambda f: (Image.open(f), label(f)))
+    items = _Mapped(files, lambda f: (read_image(f), label(f)))
     return from_pil(items, size=size, channels=channels, classes=classes, name=str(path))
+
+CELEBA_FILES = ('list_attr_celeba.txt', 'img_align_celeba')  # CelebA's own layout (as torchvision downloads it)
+
+def is_celeba_folder(path: str | Path) -> bool:
+    "A folder in CelebA's layout: `list_attr_celeba.txt` beside `img_align_celeba/` (or inside `celeba/`)."
+    p = Path(path)
+    return any(all((d / f).exists() for f in CELEBA_FILES) for d in (p, p / 'celeba'))
+
+def celeba_folder(path: str | Path,  # holds list_attr_celeba.txt and img_align_celeba/ (or celeba/ with them)
+                  size: int = 64, attrs: Sequence[str] | None = None,
+                  split: str | None = 'train',  # 'train', 'valid', 'test' (from list_eval_partition.txt when present) or None: all
+                  ) -> ImageData:
+    "CelebA read from its files without torchvision: images and their 40 attribute flags, as `celeba_from` gives them."
+    if split not in (None, 'train', 'valid', 'test'): raise ValueError(f"unknown split {split!r}; expected 'train', 'valid', 'test' or None")
+    p = Path(path)
+    p = p if (p / CELEBA_FILES[0]).exists() else p / 'celeba'
+    lines = (p / 'list_attr_celeba.txt').read_text().split('\n')
+    header = lines[1].split()
+    if header != list(CELEBA_ATTRS): raise ValueError(f"{str(p / 'list_attr_celeba.txt')!r} does not list CelebA's 40 attributes on its second line")
+    rows = [l.split() for l in lines[2:] if l.strip()]
+    bad = next((r for r in rows if len(r) != 41 or any(v not in ('1', '-1') for v in r[1:])), None)
+    if bad: raise ValueError(f"{str(p / 'list_attr_celeba.txt')!r}: expected a file name and 40 flags of 1 or -1, got {' '.join(bad)[:80]!r}")
+    part_file = p / 'list_eval_partition.txt'
+    if split is not None and part_file.exists():
+        code = {'train': '0', 'valid': '1', 'test': '2'}[split]
+        keep = {l.split()[0] for l in part_file.read_text().split('\n') if l.strip() and l.split()[1] == code}
+        rows = [r for r in rows if r[0] in keep]
+    if not rows: raise ValueError(f"no {split or ''} images listed in {str(p / 'list_attr_celeba.txt')!r}")
+    items = _Mapped(rows, lambda r: (read_image(p / 'img_align_celeba' / r[0]), torch.tensor([int(v == '1') for v in r[1:]])))
+    return celeba_from(items, size=size, attrs=attrs)

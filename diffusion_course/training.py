@@ -4,8 +4,8 @@
 
 # %% ../nbs/20_training.ipynb #5ade769d
 from __future__ import annotations
-import json, math, os, random, re, shutil, sys, time
-from contextlib import nullcontext
+import errno, json, math, os, random, re, shutil, signal, sys, threading, time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,9 +18,10 @@ from torch.utils.data import DistributedSampler, default_collate
 from .core import make_generator, image_grid, is_interactive, save_gif, setup_matplotlib
 
 # %% auto #0
-__all__ = ['DECAYS', 'WarmupDecay', 'Batches', 'dist_info', 'setup_distributed', 'cleanup_distributed', 'rng_state',
-           'set_rng_state', 'CheckpointError', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint',
-           'prune_checkpoints', 'load_checkpoint', 'Callback', 'Trainer', 'Checkpoint', 'EMA', 'ProgressBar',
+__all__ = ['DECAYS', 'RESUME_KEYS', 'WarmupDecay', 'Batches', 'dist_info', 'setup_distributed', 'cleanup_distributed',
+           'rng_state', 'set_rng_state', 'CheckpointError', 'CheckpointWriteError', 'save_checkpoint',
+           'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'load_checkpoint', 'nonfinite',
+           'check_state_dict', 'Callback', 'TrainingInterrupted', 'Trainer', 'Checkpoint', 'EMA', 'ProgressBar',
            'LossPlot', 'LRFinder', 'lr_find', 'sample_with', 'SampleGrid', 'ProgressGIF']
 
 # %% ../nbs/20_training.ipynb #a92ac73e
@@ -57,11 +58,15 @@ class Batches:
 
     def __iter__(self): return self
 
+    def _shuffle(self):
+        self.sampler.set_epoch(self.epoch)
+        self._order = torch.tensor(list(self.sampler))  # (N / world,) indices of this rank's shard
+
     def __next__(self):
-        if self._order is not None and self.pos + self.batch_size > len(self._order): self.epoch, self.pos, self._order = self.epoch + 1, 0, None
-        if self._order is None:
-            self.sampler.set_epoch(self.epoch)
-            self._order = torch.tensor(list(self.sampler))  # (N / world,) indices of this rank's shard
+        if self._order is None: self._shuffle()
+        if self.pos + self.batch_size > len(self._order):  # the epoch is used up (also right after a resume at its end)
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._shuffle()
         idx = self._order[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         x, y = self.data.batch(idx) if hasattr(self.data, 'batch') else default_collate([self.data[int(i)] for i in idx])
@@ -115,9 +120,20 @@ def set_rng_state(state: dict):
 
 # %% ../nbs/20_training.ipynb #d334c375
 class CheckpointError(RuntimeError):
-    "A checkpoint that is missing, incomplete or unreadable."
+    "A checkpoint that is missing, incomplete or unreadable; `fallback` names the newest complete one before it, if any."
+    def __init__(self, msg: str, fallback: Path | None = None):
+        super().__init__(msg)
+        self.fallback = fallback
+
+class CheckpointWriteError(CheckpointError, OSError):
+    "A checkpoint that could not be written (a full disk, a folder that is not writable); nothing of it is left behind."
 
 _STEP_DIR = re.compile(r'^step-(\d+)$')
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    "An exception as one short line: its type and message, whitespace collapsed."
+    text = ' '.join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 def _fsync_dir(path: Path):
     try:
@@ -132,24 +148,43 @@ def _remove_dir(path: Path):
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
+def _write_failure(path: Path, e: BaseException, nbytes: int) -> str:
+    "Why a save failed, in words: a full disk is named as such (torch and safetensors hide the errno in their own errors)."
+    chain, c = [], e
+    while c is not None and len(chain) < 5: chain.append(c); c = c.__cause__ or c.__context__
+    try: free = shutil.disk_usage(path.parent).free
+    except OSError: free = None
+    full = any(getattr(c, 'errno', None) == errno.ENOSPC or 'No space left' in str(c) for c in chain) or (free is not None and free < nbytes)
+    size = lambda n: '?' if n is None else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+    if full:
+        return (f"could not write checkpoint {str(path)!r}: the disk is full (no space left on device; the weights alone take {size(nbytes)}, "
+                f"{size(free)} are free under {str(path.parent)!r}); free some space")
+    return f"could not write checkpoint {str(path)!r} ({_one_line(e)})"
+
 def save_checkpoint(path,  # the checkpoint folder to create, e.g. run/step-0001000
                     weights: dict[str, dict[str, torch.Tensor]],  # {'model': state_dict, 'ema': state_dict, ...}: one .safetensors each
                     state: dict,  # everything else; must load with torch.load(weights_only=True)
                     config: dict | None = None) -> Path:
-    "Write a checkpoint folder atomically (temporary folder, then `os.replace`); returns its path."
+    "Write a checkpoint folder atomically (temporary folder, then `os.replace`); returns its path. A failed write leaves nothing behind."
     from safetensors.torch import save_file
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f'.tmp-{path.name}-{os.getpid()}'
-    if tmp.exists(): shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, sd in weights.items():
-        tensors = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in sd.items()}  # copies: safetensors refuses shared storage
-        save_file(tensors, str(tmp / f'{name}.safetensors'))
-    torch.save(state, tmp / 'state.pt')
-    (tmp / 'config.json').write_text(json.dumps(config or {}, indent=2))
-    for f in tmp.iterdir():
-        with open(f, 'rb') as fh: os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    nbytes = sum(v.numel() * v.element_size() for sd in weights.values() for v in sd.values())
+    try:
+        if tmp.exists(): shutil.rmtree(tmp)
+        tmp.mkdir()
+        for name, sd in weights.items():
+            tensors = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in sd.items()}  # copies: safetensors refuses shared storage
+            save_file(tensors, str(tmp / f'{name}.safetensors'))
+        torch.save(state, tmp / 'state.pt')
+        (tmp / 'config.json').write_text(json.dumps(config or {}, indent=2))
+        for f in tmp.iterdir():
+            with open(f, 'rb') as fh: os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+    except BaseException as e:  # a full disk, an unwritable folder, Ctrl-C: the partial folder goes, earlier checkpoints stay
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, RuntimeError)): raise CheckpointWriteError(_write_failure(path, e, nbytes)) from e
+        raise
     if path.exists(): _remove_dir(path)
     os.replace(tmp, path)  # atomic: the checkpoint appears whole or not at all
     _fsync_dir(path.parent)
@@ -178,22 +213,65 @@ def prune_checkpoints(run_dir, keep: int) -> list[Path]:
         if p.name.startswith(('.tmp-', '.trash-')) and not p.name.endswith(f'-{os.getpid()}'): shutil.rmtree(p, ignore_errors=True)
     return found[-keep:]
 
-def load_checkpoint(path,  # a checkpoint folder, or a run folder (its newest checkpoint is loaded)
-                    map_location='cpu') -> dict:
-    "Read a checkpoint: {'path', 'weights': {name: state_dict}, 'state': dict, 'config': dict}; raises `CheckpointError`."
+def _unpickling_reason(e: Exception) -> str:
+    "What torch's weights-only loader refused, without its advice to load the file with weights_only=False (which would run its code)."
+    text = str(e).split('WeightsUnpickler error:', 1)[-1]  # older torch: one paragraph, the reason after this
+    keep = [p.strip() for p in text.split('\n\n') if p.strip() and 'weights_only' not in p and not p.strip().startswith('Check the documentation')]
+    return ' '.join(' '.join(keep).split())[:200] or 'objects other than tensors and plain data'
+
+def _read_checkpoint(ck: Path, map_location) -> dict:
+    "Read one checkpoint folder; raises `CheckpointError` (one line) when a file is missing or corrupt."
+    import pickle
     from safetensors.torch import load_file
-    p = Path(path)
-    if not p.exists(): raise CheckpointError(f"no checkpoint at {str(p)!r}: the path does not exist")
-    ck = latest_checkpoint(p)
-    if ck is None: raise CheckpointError(f"no checkpoint in {str(p)!r}: expected a folder with state.pt, or step-* folders inside it")
     try:
         weights = {f.stem: load_file(str(f), device=str(map_location)) for f in sorted(ck.glob('*.safetensors'))}
         state = torch.load(ck / 'state.pt', map_location=map_location, weights_only=True)
         config = json.loads((ck / 'config.json').read_text())
+    except pickle.UnpicklingError as e:
+        if not any(w in str(e).lower() for w in ('global', 'unsupported class')):  # no object it refused to build: a damaged file
+            raise CheckpointError(f"checkpoint {str(ck)!r} is corrupt or incomplete (its state.pt does not unpickle: {_unpickling_reason(e)})") from e
+        raise CheckpointError(f"checkpoint {str(ck)!r} is not safe to load: its state.pt holds more than tensors and plain data "
+                              f"({_unpickling_reason(e)}); it was not written by this trainer, or was tampered with") from e
     except Exception as e:
-        raise CheckpointError(f"checkpoint {str(ck)!r} is corrupt or incomplete ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"checkpoint {str(ck)!r} is corrupt or incomplete ({_one_line(e)})") from e
     if 'model' not in weights: raise CheckpointError(f"checkpoint {str(ck)!r} has no model.safetensors")
+    if not isinstance(state, dict) or not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {str(ck)!r} is corrupt: its state.pt and config.json must each hold a dict, "
+                              f"got {type(state).__name__} and {type(config).__name__}")
     return {'path': ck, 'weights': weights, 'state': state, 'config': config}
+
+def load_checkpoint(path,  # a checkpoint folder, or a run folder (its newest checkpoint is loaded)
+                    map_location='cpu') -> dict:
+    "Read a checkpoint: {'path', 'weights': {name: state_dict}, 'state': dict, 'config': dict}; raises `CheckpointError`."
+    p = Path(path)
+    if not p.exists(): raise CheckpointError(f"no checkpoint at {str(p)!r}: the path does not exist")
+    ck = latest_checkpoint(p)
+    if ck is None: raise CheckpointError(f"no checkpoint in {str(p)!r}: expected a folder with state.pt, or step-* folders inside it")
+    try: return _read_checkpoint(ck, map_location)
+    except CheckpointError as e:
+        older = [c for c in list_checkpoints(ck.parent) if c.name < ck.name]
+        fallback = None
+        for c in reversed(older):  # the newest complete checkpoint before the broken one
+            try: _read_checkpoint(c, 'cpu'); fallback = c; break
+            except CheckpointError: continue
+        hint = f"; the newest complete checkpoint before it is {str(fallback)!r}" if fallback else "; there is no complete checkpoint before it"
+        raise CheckpointError(str(e) + hint, fallback) from e.__cause__
+
+def nonfinite(weights: dict[str, dict[str, torch.Tensor]]) -> list[str]:
+    "Names ('model.conv.weight', ...) of the floating-point tensors holding NaN or inf."
+    return [f"{name}.{k}" for name, sd in weights.items() for k, v in sd.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+def check_state_dict(module: torch.nn.Module, sd: dict, where: str):
+    "Raise a one-line `CheckpointError` when the state dict `sd` does not fit `module` (names and shapes), before loading it."
+    own = module.state_dict()
+    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    shapes = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    parts = []
+    if shapes: parts.append(f"{len(shapes)} tensor(s) differ in shape, e.g. {shapes[0][0]!r} is {shapes[0][1]} in the checkpoint, {shapes[0][2]} in the model")
+    if missing: parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[0]!r}")
+    if extra: parts.append(f"{len(extra)} unexpected tensor(s), e.g. {extra[0]!r}")
+    if parts: raise CheckpointError(f"{where} does not fit the model: {'; '.join(parts)}")
 
 # %% ../nbs/20_training.ipynb #83a2fcd6
 class Callback:
@@ -204,10 +282,19 @@ class Callback:
     def on_step_start(self, trainer): "Called before each optimizer step (`trainer.step` steps done so far)."
     def on_step_end(self, trainer): "Called after each optimizer step (`trainer.step` counts it, `trainer.loss` holds its loss)."
     def on_fit_end(self, trainer): "Called when `fit` ends without an error."
+    def on_interrupt(self, trainer): "Called when Ctrl-C or SIGTERM stopped `fit` early (after its checkpoint was saved)."
     def state_dict(self) -> dict: return {}
     def load_state_dict(self, state: dict): pass
 
 # %% ../nbs/20_training.ipynb #a222bbb9
+class TrainingInterrupted(KeyboardInterrupt):
+    "Ctrl-C (SIGINT) or SIGTERM stopped `fit` after a whole step; `checkpoint` is where that step was saved (None without a `Checkpoint`)."
+    def __init__(self, step: int, checkpoint: Path | None, signum: int = signal.SIGINT):
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
+        super().__init__(f"stopped at step {step}" + (f"; saved checkpoint {str(checkpoint)!r}" if checkpoint else "; no checkpoint was saved"))
+
+RESUME_KEYS = ('step', 'steps', 'world', 'opt', 'sched', 'batches', 'rng', 'callbacks')  # what `checkpoint_state` saves
+
 class Trainer:
     "AdamW with warmup + constant/cosine decay, clipping, accumulation, bf16 on CUDA, DDP under torchrun, callbacks."
     def __init__(self, model: torch.nn.Module,  # any module; saved from here, never from a DDP or compiled wrapper
@@ -226,6 +313,9 @@ class Trainer:
                  callbacks: Sequence[Callback] = (),
                  config: dict | None = None):  # JSON-serialisable: what rebuilds the model; saved in every checkpoint
         if steps < 1 or accum < 1: raise ValueError(f"need steps >= 1 and accum >= 1, got steps={steps}, accum={accum}")
+        if not (math.isfinite(lr) and lr > 0): raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
+            raise ValueError(f"grad_clip must be None or a finite number > 0, got {grad_clip}")  # a negative one would reverse every gradient
         self.rank, self.world, self.device = setup_distributed(device)
         self.loss_fn, self.steps, self.accum, self.grad_clip, self.config = loss_fn, int(steps), int(accum), grad_clip, dict(config or {})
         self.seed_everything(seed + self.rank)
@@ -242,7 +332,7 @@ class Trainer:
         self.batches = Batches(data, batch_size, seed=seed, rank=self.rank, world=self.world, device=self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, WarmupDecay(warmup, steps, decay))
-        self.step, self.loss, self.stop = 0, None, False
+        self.step, self.loss, self.stop, self.signalled = 0, None, False, None
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
         self.ema, self.checkpointer = self.callback(EMA), self.callback(Checkpoint)
         for cb in self.callbacks: cb.setup(self)
@@ -277,31 +367,60 @@ class Trainer:
                     loss = self.loss_fn(self.train_model, x0, y) / self.accum
                 loss.backward()
             total += loss.detach().float()
-        if self.world > 1: dist.all_reduce(total, op=dist.ReduceOp.AVG)
-        if not torch.isfinite(total):
+        if self.world > 1:  # the loss, averaged, and whether any process was asked to stop, in one collective
+            both = torch.stack([total, torch.tensor(float(self.signalled is not None), device=self.device)])
+            dist.all_reduce(both, op=dist.ReduceOp.AVG)
+            total = both[0]
+            if both[1] > 0 and self.signalled is None: self.signalled = signal.SIGTERM  # another process was stopped
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.grad_clip: norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)  # the norm before clipping
+        elif params: norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
+        else: norm = torch.zeros((), device=self.device)  # (the gradients, and so the norm, are the same on every rank: DDP averaged them)
+        if not bool(torch.isfinite(total) & torch.isfinite(norm)):
             self.opt.zero_grad(set_to_none=True)
             last = self.checkpointer.last if self.checkpointer is not None else None
-            raise FloatingPointError(f"the loss became {total.item()} at step {self.step + 1}: training stopped before that step was taken; "
+            what = (f"the loss became {total.item()}" if not torch.isfinite(total) else
+                    f"the gradients became non-finite (norm {norm.item()}) although the loss was finite ({total.item():.4g})")
+            raise FloatingPointError(f"{what} at step {self.step + 1}: training stopped before that step was taken; "
                                      + (f"the last good checkpoint is {str(last)!r}" if last else "no checkpoint was written yet")
                                      + " (try a lower learning rate or stronger gradient clipping)")
-        if self.grad_clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         return total.item()
 
+    @contextmanager
+    def _stop_on_signals(self):
+        "While training, Ctrl-C (SIGINT) and SIGTERM ask the loop to stop after the step under way; a second one acts at once."
+        if threading.current_thread() is not threading.main_thread(): yield; return  # signal handlers live in the main thread only
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        def handler(signum, frame):
+            self.signalled = signum
+            for s, h in previous.items(): signal.signal(s, h)
+            if self.is_main: print(f"\nstopping after step {self.step + 1} to save a checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        for s in previous: signal.signal(s, handler)
+        try: yield
+        finally:
+            for s, h in previous.items(): signal.signal(s, h)
+
     def fit(self, until: int | None = None  # stop after this step (as if interrupted); default: `steps`
             ) -> Trainer:
-        "Train from the current step to `steps` (or `until`), calling the callbacks."
+        "Train from the current step to `steps` (or `until`), calling the callbacks; Ctrl-C saves a checkpoint and raises `TrainingInterrupted`."
         end = self.steps if until is None else min(until, self.steps)
-        self.stop = False
-        for cb in self.callbacks: cb.on_fit_start(self)
-        while self.step < end and not self.stop:
-            for cb in self.callbacks: cb.on_step_start(self)
-            self.loss = self.train_step()
-            self.step += 1
-            for cb in self.callbacks: cb.on_step_end(self)
-        for cb in self.callbacks: cb.on_fit_end(self)
+        self.stop, self.signalled = False, None
+        with self._stop_on_signals():
+            for cb in self.callbacks: cb.on_fit_start(self)
+            while self.step < end and not self.stop and self.signalled is None:
+                for cb in self.callbacks: cb.on_step_start(self)
+                self.loss = self.train_step()
+                self.step += 1
+                for cb in self.callbacks: cb.on_step_end(self)
+            if self.signalled is not None and self.step < end:  # stopped early: keep the last whole step
+                saved = self.checkpointer.last if self.checkpointer is not None else None
+                if self.checkpointer is not None and (saved is None or saved.name != f'step-{self.step:07d}'): saved = self.checkpointer.save(self)
+                for cb in self.callbacks: cb.on_interrupt(self)
+                raise TrainingInterrupted(self.step, saved, self.signalled)
+            for cb in self.callbacks: cb.on_fit_end(self)
         return self
 
     def checkpoint_state(self) -> tuple[dict, dict]:
@@ -321,24 +440,36 @@ class Trainer:
     def resume(self, path) -> Path:
         "Load a checkpoint (folder, or run folder: its newest) and continue exactly where it stopped; returns its path."
         ck = load_checkpoint(path, map_location=self.device)
-        s = ck['state']
-        self.model.load_state_dict(ck['weights']['model'])
+        s, where = ck['state'], f"checkpoint {str(ck['path'])!r}"
+        missing = [k for k in RESUME_KEYS if k not in s]
+        if missing: raise CheckpointError(f"{where} cannot resume a run: its state.pt lacks {missing} (it holds {sorted(map(str, s))[:8]})")
+        if not 0 <= int(s['step']) <= self.steps: raise CheckpointError(f"{where} is at step {s['step']}, beyond this run's steps={self.steps}")
+        check_state_dict(self.model, ck['weights']['model'], where)  # before anything changes: a mismatch leaves the trainer as it was
         if self.ema is not None:
-            if 'ema' not in ck['weights']: raise CheckpointError(f"checkpoint {str(ck['path'])!r} has no EMA weights, but this run has an EMA callback")
-            self.ema.ema.load_state_dict(ck['weights']['ema'])
-        self.opt.load_state_dict(s['opt'])
-        self.sched.load_state_dict(s['sched'])
-        self.batches.load_state_dict(s['batches'])
+            if 'ema' not in ck['weights']: raise CheckpointError(f"{where} has no EMA weights, but this run has an EMA callback")
+            check_state_dict(self.ema.ema, ck['weights']['ema'], f"{where} (its EMA)")
+        try:
+            self.model.load_state_dict(ck['weights']['model'])
+            if self.ema is not None: self.ema.ema.load_state_dict(ck['weights']['ema'])
+            self.opt.load_state_dict(s['opt'])
+            own = dict(vars(self.sched.lr_lambdas[0]))
+            self.sched.load_state_dict(s['sched'])
+            vars(self.sched.lr_lambdas[0]).update(own)  # this run's schedule (its `steps`): an extended run decays over its new length
+            for g, base in zip(self.opt.param_groups, self.sched.base_lrs): g['lr'] = base * self.sched.lr_lambdas[0](self.sched.last_epoch)
+            self.sched._last_lr = [g['lr'] for g in self.opt.param_groups]
+            self.batches.load_state_dict(s['batches'])
+            if s['world'] == self.world: set_rng_state(s['rng'][self.rank])  # else: a different world size resumes, but not bit-exactly
+            for cb in self.callbacks:
+                if type(cb).__name__ in s['callbacks']: cb.load_state_dict(s['callbacks'][type(cb).__name__])
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"{where} does not fit this run ({_one_line(e)})") from e
         self.step = int(s['step'])
-        if s['world'] == self.world: set_rng_state(s['rng'][self.rank])  # else: a different world size resumes, but not bit-exactly
-        for cb in self.callbacks:
-            if type(cb).__name__ in s['callbacks']: cb.load_state_dict(s['callbacks'][type(cb).__name__])
         if self.checkpointer is not None: self.checkpointer.last = ck['path']
         return ck['path']
 
 # %% ../nbs/20_training.ipynb #5cd6cacc
 class Checkpoint(Callback):
-    "Save model, EMA, optimizer, scheduler, step, random states, data position and config every `every` steps; keep the last `keep`."
+    "Save model, EMA, optimizer, scheduler, step, random states, data position and config every `every` steps; keep the last `keep`; never non-finite weights."
     order = 50  # after every callback whose state it saves
     def __init__(self, run_dir, every: int = 1000, keep: int = 3):
         if every < 1 or keep < 1: raise ValueError(f"need every >= 1 and keep >= 1, got every={every}, keep={keep}")
@@ -346,6 +477,9 @@ class Checkpoint(Callback):
     def save(self, trainer) -> Path:
         weights, state = trainer.checkpoint_state()
         path = self.run_dir / f'step-{trainer.step:07d}'
+        bad = nonfinite(weights)  # the same on every rank: the weights are
+        if bad: raise FloatingPointError(f"the weights hold NaN or inf at step {trainer.step} ({len(bad)} tensor(s), e.g. {bad[0]!r}): "
+                                         f"{str(path)!r} was not saved; " + (f"the last good checkpoint is {str(self.last)!r}" if self.last else "no checkpoint was written yet"))
         if trainer.is_main:
             save_checkpoint(path, weights, state, trainer.config)
             prune_checkpoints(self.run_dir, self.keep)
@@ -400,6 +534,7 @@ class ProgressBar(Callback):
     def on_fit_end(self, trainer):
         if self.pb is not None: self.pb.close()
         self.pb = None
+    on_interrupt = on_fit_end
 
 class LossPlot(Callback):
     "Record the loss of every step; plot it (raw and smoothed) to `path` at the end, on rank 0."

@@ -170,3 +170,54 @@ def test_ddp_two_processes_identical_weights_one_checkpoint(tmp_path):
     ck = load_checkpoint(tmp_path / 'run')
     for k, v in ck['weights']['model'].items(): assert torch.equal(v, s0['model'][k])
     assert len(ck['state']['rng']) == 2  # each rank's random state, for an exact resume
+
+
+def test_resume_at_an_epoch_boundary_is_exact(tmp_path):
+    "256 images in batches of 16 (accum 2): an epoch is 8 steps; a checkpoint at step 8 resumes into the next epoch, not an empty batch."
+    full = make_trainer(tmp_path / 'full', steps=12, every=100).fit()
+    make_trainer(tmp_path / 'part', steps=12, every=8).fit(until=8)
+    resumed = make_trainer(tmp_path / 'part', steps=12, every=100)
+    assert resumed.resume(tmp_path / 'part').name == 'step-0000008' and resumed.batches.state_dict() == {'epoch': 0, 'pos': 256}
+    resumed.fit()
+    assert full.callback(LossPlot).losses == resumed.callback(LossPlot).losses
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()): assert torch.equal(p, q)
+
+
+def test_ctrl_c_saves_the_last_whole_step_and_resumes_exactly(tmp_path):
+    "SIGINT in the middle of step 5: the step finishes, is saved, `TrainingInterrupted` names the checkpoint; the resumed run is exact."
+    from diffusion_course.training import Callback, TrainingInterrupted
+    class CtrlC(Callback):
+        def on_step_start(self, trainer):
+            if trainer.step == 4: os.kill(os.getpid(), signal.SIGINT)  # arrives while step 5 runs
+    full = make_trainer(tmp_path / 'full', steps=10, every=100).fit()
+    tr = make_trainer(tmp_path / 'part', steps=10, every=100)
+    tr.callbacks.append(CtrlC())
+    with pytest.raises(TrainingInterrupted) as e: tr.fit()
+    assert e.value.step == 5 and e.value.checkpoint.name == 'step-0000005' and 'saved checkpoint' in str(e.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    resumed = make_trainer(tmp_path / 'part', steps=10, every=100)
+    assert resumed.resume(tmp_path / 'part').name == 'step-0000005'
+    resumed.fit()
+    assert full.callback(LossPlot).losses == resumed.callback(LossPlot).losses
+
+
+def test_resume_with_more_steps_follows_the_new_schedule(tmp_path):
+    make_trainer(tmp_path, steps=10, every=10).fit()
+    longer = make_trainer(tmp_path, steps=20, every=100)
+    longer.resume(tmp_path)
+    from diffusion_course.training import WarmupDecay
+    assert longer.opt.param_groups[0]['lr'] == pytest.approx(3e-3 * WarmupDecay(4, 20, 'cosine')(10))  # not the end of the 10-step cosine
+    longer.fit(until=11)
+    assert longer.opt.param_groups[0]['lr'] == pytest.approx(3e-3 * WarmupDecay(4, 20, 'cosine')(11))
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    make_trainer(tmp_path, steps=4, every=4).fit()
+    other = Trainer(nn.Conv2d(1, 1, 3, padding=1), LOSS, DATA, steps=8, batch_size=16, device='cpu', callbacks=[Checkpoint(tmp_path / 'x')])
+    with pytest.raises(CheckpointError, match=r"does not fit the model: .*missing") as e: other.resume(tmp_path)
+    assert '\n' not in str(e.value)
+    before = [p.detach().clone() for p in other.model.parameters()]
+    assert all(torch.equal(p, q) for p, q in zip(before, other.model.parameters()))  # nothing loaded
+    ck = latest_checkpoint(tmp_path)
+    torch.save({'step': 4}, ck / 'state.pt')
+    with pytest.raises(CheckpointError, match=r"lacks \['steps', 'world', 'opt'"): make_trainer(tmp_path, steps=8).resume(tmp_path)
