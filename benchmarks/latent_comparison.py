@@ -5,11 +5,14 @@ MNIST digits (and the pixel-space U-Net on the digits themselves, for reference)
     python benchmarks/latent_comparison.py --steps 40 --vae-steps 100 --out runs/latent-comparison-small   # a quick check
     python benchmarks/latent_comparison.py --autoencoder runs/latent-comparison/autoencoder             # reuse an autoencoder
     python benchmarks/latent_comparison.py --device cuda --steps 20000 --vae-steps 5000 --batch 128     # on a GPU
+    python benchmarks/latent_comparison.py --dataset cifar10 --size 64 --autoencoder stabilityai/sd-vae-ft-ema \
+        --device cuda --steps 20000 --batch 128                       # Stable Diffusion latents of a real dataset (downloads)
 
 Protocol. The autoencoder is `latent.train_autoencoder` (KL weight --beta, --vae-steps steps of batch 64, seed 0) unless
 --autoencoder names a saved one (`latent.load_autoencoder`: a course checkpoint, a diffusers AutoencoderKL folder or a hub
 name; a diffusers VAE takes the digits as gray RGB, so give it --size 64 for 8x8 latents). The 4,000 training digits are
-encoded once (posterior means, times the scale factor) and cached under --cache. Each backbone of `latent.COMPARISON` is
+encoded once (posterior means, times the scale factor) and cached under --cache; the held-out figures use the 1,000
+reference digits (another --dataset: its test split). Each backbone of `latent.COMPARISON` is
 built through the registry with its small preset, then trained by the course's `Trainer` with the same steps, batch, seed,
 AdamW learning rate, warmup, gradient clipping (1.0), EMA (0.999), loss (L_simple, eps-prediction, linear schedule,
 T = 1000, label dropout 0.1) and the same batches; sampled from the EMA weights with DDIM (--sample-steps, trailing
@@ -33,7 +36,7 @@ import torch
 from diffusion_course.blocks import num_params
 from diffusion_course.cli import make_sample_fn
 from diffusion_course.core import make_generator, save_image_grid, seed_everything, setup_matplotlib
-from diffusion_course.data import mnist_offline
+from diffusion_course.data import DATASETS, load_dataset, mnist_offline
 from diffusion_course.diffusion import ddpm
 from diffusion_course.latent import (COMPARISON, PIXEL_BASELINES, build_comparison, encode_dataset, latent_sample_fn,
                                      load_autoencoder, psnr, reconstruct, save_autoencoder, train_autoencoder)
@@ -98,7 +101,8 @@ def main(argv=None):
     ap.add_argument('--autoencoder', help='a saved autoencoder (folder or hub name); default: train one here')
     ap.add_argument('--beta', type=float, default=1e-3, help='KL weight of the autoencoder trained here')
     ap.add_argument('--vae-steps', type=int, default=1000, help='training steps of the autoencoder trained here')
-    ap.add_argument('--size', type=int, default=32, help='digit size (64 for an 8x-downsampling VAE such as SD)')
+    ap.add_argument('--dataset', default='mnist-offline', help=f"one of {', '.join(DATASETS)} (others download through torchvision)")
+    ap.add_argument('--size', type=int, default=32, help='image size (64 for an 8x-downsampling VAE such as SD)')
     ap.add_argument('--sample-steps', type=int, default=25)
     ap.add_argument('--cfg-scale', type=float, default=3.0)
     ap.add_argument('--n-samples', type=int, default=40, help='samples per grid (labels 0..9 in turn)')
@@ -114,11 +118,14 @@ def main(argv=None):
     if a.threads: torch.set_num_threads(a.threads)
     out, device, t_start = Path(a.out), torch.device(a.device), time.time()
     (out / 'samples').mkdir(parents=True, exist_ok=True)
-    data, ref = mnist_offline(a.size), mnist_offline(a.size, split='reference')
+    if a.dataset == 'mnist-offline': data, ref = mnist_offline(a.size), mnist_offline(a.size, split='reference')
+    else: data, ref = load_dataset(a.dataset, size=a.size), load_dataset(a.dataset, train=False, size=a.size)
+    if data.multi_hot: ap.error(f"--dataset {a.dataset} has multi-hot labels; the comparison samples one class per image (use a class dataset)")
+    K = data.num_classes
 
     # the autoencoder, then the latents (cached)
     t0 = time.time()
-    if a.autoencoder: ae, vae_note = load_autoencoder(a.autoencoder, device=device, gray=True), f"loaded from {a.autoencoder}"
+    if a.autoencoder: ae, vae_note = load_autoencoder(a.autoencoder, device=device, gray=data.shape[0] == 1), f"loaded from {a.autoencoder}"
     else:
         ae = train_autoencoder(data, beta=a.beta, steps=a.vae_steps, seed=a.seed, device=device)
         save_autoencoder(ae, out / 'autoencoder')
@@ -131,29 +138,29 @@ def main(argv=None):
     lat, lat_ref = encode_dataset(ae, data, cache), encode_dataset(ae, ref, cache)
     vae['encode_seconds'] = round(time.time() - t0, 2)
     print(f"autoencoder {vae_note} ({vae['seconds']} s): scale factor {ae.scale_factor:.4f}, reconstruction PSNR "
-          f"{vae['psnr_reference']:.2f} dB on the 1,000 reference digits; latents {lat.shape}, "
+          f"{vae['psnr_reference']:.2f} dB on {len(ref):,} held-out images; latents {lat.shape}, "
           f"{'read from' if lat.from_cache else 'encoded to'} {lat.path} ({vae['encode_seconds']} s)", flush=True)
 
     sched = ddpm.Schedule.linear(1000)
     loss_fn = functools.partial(ddpm.l_simple, sched=sched)
-    y = torch.arange(a.n_samples) % 10
+    y = torch.arange(a.n_samples) % K
     rows, curves, trained, train_sets = [], {}, {}, {}
     for label in a.backbones:
         pixel = label in PIXEL_BASELINES
         train_data, ref_data = (data, ref) if pixel else (lat, lat_ref)
         seed_everything(a.seed)
-        model = build_comparison(label, train_data.shape)
+        model = build_comparison(label, train_data.shape, num_classes=K)
         plot = LossPlot()
         trainer = Trainer(model, loss_fn, train_data, steps=a.steps, batch_size=a.batch, lr=a.lr, warmup=a.warmup, seed=a.seed,
                           device=device, callbacks=[EMA(beta=0.999), plot])
         t0 = time.time()
         trainer.fit()
         train_s = time.time() - t0
-        sample_fn = (make_sample_fn(sched, 'ddim', a.sample_steps, cfg_scale=a.cfg_scale, num_classes=10) if pixel
-                     else latent_sample_fn(ae, sched, a.sample_steps, cfg_scale=a.cfg_scale, num_classes=10))
+        sample_fn = (make_sample_fn(sched, 'ddim', a.sample_steps, cfg_scale=a.cfg_scale, num_classes=K) if pixel
+                     else latent_sample_fn(ae, sched, a.sample_steps, cfg_scale=a.cfg_scale, num_classes=K))
         x_T = torch.randn((a.n_samples, *train_data.shape), generator=make_generator(a.seed + 1))
         samples = sample_with(trainer, sample_fn, x_T, y)
-        save_image_grid(samples, out / 'samples' / f'{slug(label)}.png', nrow=10)
+        save_image_grid(samples, out / 'samples' / f'{slug(label)}.png', nrow=K if a.n_samples % K == 0 else 8)
         L = plot.losses
         row = {'backbone': label, 'space': 'pixels' if pixel else 'latents', 'shape': list(train_data.shape), 'params': num_params(model),
                'train_seconds': round(train_s, 1), 'loss_first10': sum(L[:10]) / len(L[:10]), 'loss_last50': sum(L[-50:]) / len(L[-50:]),
@@ -172,7 +179,7 @@ def main(argv=None):
     for label, c in curves.items():
         ax.plot(range(1, len(c) + 1), c, label=label, ls='--' if label in PIXEL_BASELINES else '-')
     ax.set_yscale('log'); ax.set_xlabel('step'); ax.set_ylabel('L_simple (smoothed)')
-    ax.set_title(f'MNIST latents {tuple(lat.shape)}: {a.steps} steps, batch {a.batch}, lr {a.lr:g}, seed {a.seed}')
+    ax.set_title(f'{a.dataset} latents {tuple(lat.shape)}: {a.steps} steps, batch {a.batch}, lr {a.lr:g}, seed {a.seed}')
     ax.legend(fontsize=8); fig.savefig(out / 'loss_curves.png', dpi=110, bbox_inches='tight'); plt.close(fig)
 
     cell = lambda r, k, f: f.format(r[k]) if r.get(k) is not None else '-'
