@@ -426,7 +426,7 @@ def latent_sample_fn(ae: Autoencoder, sched: ddpm.Schedule,
         with torch.no_grad(): return ae.decode(z0.to(next(ae.parameters()).device)).clamp(-1, 1).to(z0.device)  # (B, C, H, W)
     return sample_fn
 
-# %% ../nbs/50_latent.ipynb #95e2028f
+# %% ../nbs/50_latent.ipynb #3e979c55
 COMPARISON: dict[str, tuple[str, dict]] = {  # label -> (registry preset, overrides): small presets of comparable size for 8x8x4 latents
     'DiT adaLN-Zero': ('DiT-S/2', dict(patch=1, dim=96, depth=4, heads=4, block='adaln_zero')),
     'DiT adaLN': ('DiT-S/2', dict(patch=1, dim=96, depth=4, heads=4, block='adaln')),
