@@ -150,7 +150,7 @@ def main(argv=None):
         train_data, ref_data = (data, ref) if pixel else (lat, lat_ref)
         seed_everything(a.seed)
         model = build_comparison(label, train_data.shape, num_classes=K)
-        plot = LossPlot()
+        plot = LossPlot(smooth=0.95)
         trainer = Trainer(model, loss_fn, train_data, steps=a.steps, batch_size=a.batch, lr=a.lr, warmup=a.warmup, seed=a.seed,
                           device=device, callbacks=[EMA(beta=0.999), plot])
         t0 = time.time()
