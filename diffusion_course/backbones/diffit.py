@@ -60,7 +60,7 @@ class TMSA(nn.Module):
         if x.shape[1] != self.window ** 2:
             raise ValueError(f"TMSA with window {self.window} expects {self.window ** 2} tokens, got {x.shape[1]}")
         qkv = self.qkv_s(x) + self.qkv_t(x_t)[:, None]  # (B, N, 3D): DiffiT eq. 3-5
-        q, k, v = rearrange(qkv, 'b n (three h d) -> three b h n d', three=3, h=self.heads)  # (B, heads, N, d) each
+        q, k, v = (rearrange(a, 'b n (h d) -> b h n d', h=self.heads) for a in qkv.chunk(3, -1))  # (B, heads, N, d) each, views
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.rel_bias().to(q.dtype))  # DiffiT eq. 6; (B, heads, N, d)
         return self.proj(rearrange(x, 'b h n d -> b n (h d)'))  # (B, N, D)
 

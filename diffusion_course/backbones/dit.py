@@ -35,8 +35,8 @@ class AdaLNZeroBlock(nn.Module):
                 c: torch.Tensor,  # (B, D)
                 ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)  # 6 x (B, D)
-        x = x + gate_msa[:, None] * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, T, D)
-        return x + gate_mlp[:, None] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = torch.addcmul(x, gate_msa[:, None], self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))  # x + gate * attn: (B, T, D)
+        return torch.addcmul(x, gate_mlp[:, None], self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 class AdaLNBlock(nn.Module):
     "DiT block with adaLN: shift and scale of both LayerNorms regressed from c, no gates."

@@ -22,10 +22,13 @@ __all__ = ['PRESETS', 'MODEL', 'window_padding', 'attention_mask', 'log_spaced_o
            'ConvTriplet', 'EncoderStage', 'DecoderStage', 'XSwinConfig', 'XSwinDiffusion']
 
 # %% ../../nbs/44_xswin.ipynb #0e67c044
+import functools
+
 def window_padding(size: int, w: int) -> int:
     "Rows (or columns) to add so that `size` becomes a multiple of the window `w`: 0 when it already is."
     return (-size) % w
 
+@functools.lru_cache(maxsize=64)  # built once per grid, window, shift and device: every block of a stage reuses it
 def attention_mask(H: int, W: int,  # the real token grid
                    w: int,  # window side
                    shift: int = 0,  # roll of the shifted windows (0: plain windows)
@@ -110,7 +113,8 @@ def window_attention(attn: WindowAttention,
         if ph or pw: a = F.pad(a, (0, 0, 0, pw, 0, ph))  # (B, Hp, Wp, D), zeros at the bottom and right
         if shift: a = torch.roll(a, (-shift, -shift), (1, 2))
         return window_partition(a, w)  # (B*nW, w*w, D)
-    mask = attention_mask(H, W, w, shift, x.device) if (shift or ph or pw) else None
+    make_mask = attention_mask.__wrapped__ if torch.compiler.is_compiling() else attention_mask  # the compiler bakes the mask into its graph: no cache there
+    mask = make_mask(H, W, w, shift, x.device) if (shift or ph or pw) else None  # (nW, w*w, w*w), cached in eager mode
     out = attn(to_windows(x), None if context is None else to_windows(context), mask)  # (B*nW, w*w, D)
     out = window_reverse(out, w, H + ph, W + pw)  # (B, Hp, Wp, D)
     if shift: out = torch.roll(out, (shift, shift), (1, 2))
