@@ -143,7 +143,7 @@ class UNet(Denoiser):
 # %% ../../nbs/40_unet.ipynb #e5537356
 PRESETS = {
     'UNet-T': UNetConfig(in_channels=1, input_size=32, base=8, mults=(1, 2, 4), blocks=1, attn_levels=(2,), heads=2, groups=4),
-    'UNet-S': UNetConfig(in_channels=1, input_size=32, base=32, mults=(1, 2, 2), blocks=2, attn_levels=(1, 2), heads=4, groups=8),
+    'UNet-S': UNetConfig(in_channels=1, input_size=32, base=32, mults=(1, 2, 4), blocks=1, attn_levels=(2,), heads=4, groups=8),  # dc-train's default
     'UNet-CIFAR10': UNetConfig(in_channels=3, input_size=32, base=128, mults=(1, 2, 2, 2), blocks=2, attn_levels=(2, 3), heads=4),
     'UNet-CelebAHQ': UNetConfig(in_channels=3, input_size=256, num_classes=40, multi_hot=True, base=64, mults=(1, 2, 4, 4), blocks=2, attn_levels=(2, 3), heads=4),
 }
