@@ -14,9 +14,9 @@ from einops import rearrange
 from .diffusion.guidance import cfg_forward, drop_labels, is_null, null_like
 
 # %% auto #0
-__all__ = ['timestep_embedding', 'TimestepEmbedder', 'LabelEmbedder', 'sincos_1d', 'pos_embed_2d', 'Attention', 'Mlp', 'modulate',
-           'AdaLNModulation', 'patchify', 'unpatchify', 'PatchEmbed', 'window_partition', 'window_reverse', 'Denoiser',
-           'num_params']
+__all__ = ['timestep_embedding', 'TimestepEmbedder', 'LabelEmbedder', 'sincos_1d', 'pos_embed_2d', 'sdpa', 'Attention', 'Mlp',
+           'modulate', 'AdaLNModulation', 'patchify', 'unpatchify', 'PatchEmbed', 'window_partition', 'window_reverse',
+           'Denoiser', 'num_params']
 
 # %% ../nbs/30_blocks.ipynb #92136a1f
 def timestep_embedding(t: torch.Tensor,  # (B,) steps, integer or fractional
@@ -97,6 +97,14 @@ def pos_embed_2d(dim: int,  # embedding width, divisible by 4
     return emb.float()
 
 # %% ../nbs/30_blocks.ipynb #1a291e14
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, heads, N, d), (B, heads, M, d) twice
+         **kwargs) -> torch.Tensor:  # attn_mask, scale: as `F.scaled_dot_product_attention`
+    "`F.scaled_dot_product_attention`, except that bf16 on a CPU runs in fp32: PyTorch's CPU bf16 attention kernels are slower than its fp32 ones."
+    if q.device.type != 'cpu' or q.dtype != torch.bfloat16: return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    if torch.is_tensor(kwargs.get('attn_mask')) and kwargs['attn_mask'].is_floating_point(): kwargs['attn_mask'] = kwargs['attn_mask'].float()
+    with torch.autocast('cpu', enabled=False):  # autocast would cast the fp32 inputs straight back to bf16
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)  # (B, heads, N, d)
+
 class Attention(nn.Module):
     "Multi-head self-attention, or cross-attention to a `context` when `context_dim` is given."
     def __init__(self, dim: int,  # token width
@@ -122,7 +130,7 @@ class Attention(nn.Module):
             k, v = (rearrange(a, 'b m (h d) -> b h m d', h=self.heads) for a in self.kv(context).chunk(2, -1))  # (B, heads, M, d) each
         else:
             q, k, v = (rearrange(a, 'b n (h d) -> b h n d', h=self.heads) for a in self.qkv(x).chunk(3, -1))  # (B, heads, N, d) each, views
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d); the fused kernels store it as (B, N, heads, d)
+        x = sdpa(q, k, v)  # (B, heads, N, d); the fused kernels store it as (B, N, heads, d)
         return self.proj(rearrange(x, 'b h n d -> b n (h d)'))  # (B, N, dim): a view, no copy
 
 # %% ../nbs/30_blocks.ipynb #b9f4a2cc

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..blocks import (Denoiser, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, pos_embed_2d, unpatchify,
+from ..blocks import (sdpa, Denoiser, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, pos_embed_2d, unpatchify,
                                      window_partition, window_reverse)
 
 # %% auto #0
@@ -61,7 +61,7 @@ class TMSA(nn.Module):
             raise ValueError(f"TMSA with window {self.window} expects {self.window ** 2} tokens, got {x.shape[1]}")
         qkv = self.qkv_s(x) + self.qkv_t(x_t)[:, None]  # (B, N, 3D): DiffiT eq. 3-5
         q, k, v = (rearrange(a, 'b n (h d) -> b h n d', h=self.heads) for a in qkv.chunk(3, -1))  # (B, heads, N, d) each, views
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.rel_bias().to(q.dtype))  # DiffiT eq. 6; (B, heads, N, d)
+        x = sdpa(q, k, v, attn_mask=self.rel_bias().to(q.dtype))  # DiffiT eq. 6; (B, heads, N, d)
         return self.proj(rearrange(x, 'b h n d -> b n (h d)'))  # (B, N, D)
 
 # %% ../../nbs/43_diffit.ipynb #0394a442

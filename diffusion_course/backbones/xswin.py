@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..blocks import (AdaLNModulation, Attention, Denoiser, LabelEmbedder, Mlp, TimestepEmbedder, modulate,
+from ..blocks import (sdpa, AdaLNModulation, Attention, Denoiser, LabelEmbedder, Mlp, TimestepEmbedder, modulate,
                                      pos_embed_2d, unpatchify, window_partition, window_reverse)
 from .diffit import relative_position_index
 
@@ -95,7 +95,7 @@ class WindowAttention(nn.Module):
             nW = mask.shape[0]
             bias = bias + torch.zeros_like(mask, dtype=bias.dtype).masked_fill(~mask, float('-inf'))[:, None]  # (nW, heads, N, N)
             q, k, v = (rearrange(a, '(b w) h n d -> b w h n d', w=nW) for a in (q, k, v))  # (B, nW, heads, N, d)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+        out = sdpa(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
         out = out.reshape(-1, *out.shape[-3:])  # (B*nW, heads, N, d)
         return self.proj(rearrange(out, 'b h n d -> b n (h d)'))  # (B*nW, N, D)
 
