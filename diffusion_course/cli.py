@@ -149,7 +149,7 @@ def _on_every_rank(world: int, fn):
     return result
 
 # %% ../nbs/21_cli.ipynb #1845d894
-TRAIN_DEFAULTS = dict(model='UNet-S', dataset='mnist-offline', size=None, attrs=None, schedule='linear', T=1000, steps=1500, batch_size=64,
+TRAIN_DEFAULTS = dict(model='UNet-S', dataset='mnist-offline', size=None, attrs=None, schedule='linear', T=1000, steps=1300, batch_size=64,
                       lr=1e-3, warmup=100, decay='cosine', accum=1, grad_clip=1.0, cfg_dropout=0.1, ema_beta=0.999,
                       every=None, ckpt_every=None, keep=2, sample_steps=25, cfg_scale=1.5, n_samples=40, seed=0,
                       eval_n=500, eval_every=None, device=None, bf16=True, compile=False, quiet=False)
