@@ -1,8 +1,11 @@
 """The seeds' backbone comparison, on latents: every backbone of the course trained alike on the latents of the offline
 MNIST digits (and the pixel-space U-Net on the digits themselves, for reference).
 
-    python benchmarks/latent_comparison.py                                   # the CPU size: under 30 minutes on 2 cores
-    python benchmarks/latent_comparison.py --steps 40 --vae-steps 100 --out runs/latent-comparison-small   # a quick check
+    python benchmarks/latent_comparison.py                                   # the default size (600 steps, N = 500), meant for < 30 min on 2 cores
+    python benchmarks/latent_comparison.py --steps 250 --vae-steps 800 --threads 2 --out assets/latent_comparison
+                                                                      # the saved run 50_latent shows: 17.2 min on 2 shared cores
+    python benchmarks/latent_comparison.py --steps 40 --vae-steps 100 --n-eval 100 --out runs/latent-comparison-small   # a quick check
+    python benchmarks/latent_comparison.py --pixel-run /work/scratch/mainjob/run   # adds a dc-train run (e.g. the main job's U-Net), scored alike
     python benchmarks/latent_comparison.py --autoencoder runs/latent-comparison/autoencoder             # reuse an autoencoder
     python benchmarks/latent_comparison.py --device cuda --steps 20000 --vae-steps 5000 --batch 128     # on a GPU
     python benchmarks/latent_comparison.py --dataset cifar10 --size 64 --autoencoder stabilityai/sd-vae-ft-ema \
