@@ -74,7 +74,9 @@ def main():
     tmp = None
     if a.run: run, wall = Path(a.run), None
     else:
-        if a.keep: run = Path(a.keep)
+        if a.keep:
+            run = Path(a.keep)
+            if run.exists() and any(run.iterdir()): p.error(f"--keep {run} is not empty: the benchmark trains a new run (measure an existing one with --run)")
         else: tmp = tempfile.mkdtemp(prefix='main-job-'); run = Path(tmp) / 'run'
         print(f"dc-train {' '.join(extra) or '(no arguments)'} --out {run}", flush=True)
         wall = dc_train(run, extra)

@@ -155,7 +155,7 @@ TRAIN_DEFAULTS = dict(model='UNet-S', dataset='mnist-offline', size=None, attrs=
                       eval_n=500, eval_every=None, device=None, bf16=True, compile=False, quiet=False)
 EVAL_MAX = 500  # the ruler's real digits besides the reference (`evaluation.Evaluator.mnist`)
 FIXED_ON_RESUME = ('model', 'dataset', 'size', 'attrs', 'schedule', 'T', 'batch_size', 'lr', 'warmup', 'decay', 'accum', 'cfg_dropout', 'seed',
-                   'n_samples')  # n_samples: the GIF's frames must keep one size
+                   'n_samples', 'autoencoder')  # n_samples: the GIF's frames must keep one size
 RUN_FILES = ('config.json', 'summary.json', 'metrics.json', 'samples.png', 'progress.gif', 'progress.png', 'loss.png', 'eval.png')  # what a run writes beside its checkpoints
 
 def train_parser() -> argparse.ArgumentParser:
@@ -167,6 +167,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', help=f"a registry preset, e.g. UNet-T, UNet-S, DiT-S/2 (default {d['model']})")
     p.add_argument('--dataset', help=f"one of {', '.join(DATASETS)}, or a folder of images (sub-folders = classes) (default {d['dataset']})")
     p.add_argument('--size', type=int, help='image size (default: 32; 64 for celeba)')
+    p.add_argument('--autoencoder', help='train on the latents of this autoencoder: a dc-train-ae run, a diffusers AutoencoderKL folder '
+                   "or a hub name such as stabilityai/sd-vae-ft-ema (default: none, pixel space)")
     p.add_argument('--attrs', help='CelebA (or a folder in its layout): the attributes to condition on, comma-separated, e.g. Smiling,Male (default: all 40)')
     p.add_argument('--schedule', choices=SCHEDULES, help=f"noise schedule (default {d['schedule']})")
     p.add_argument('--T', type=int, help=f"diffusion steps (default {d['T']})")
@@ -277,10 +279,12 @@ def resolve_train_args(args: argparse.Namespace) -> dict:
 # %% ../nbs/21_cli.ipynb #23da76fb
 def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50, eta: float = 0.0,
                    cfg_scale: float = 1.0, num_classes: int = 0, keep_x0: bool = False,
+                   decoder=None,  # a latent model's autoencoder (`latent.Autoencoder`): x0_hat is not clipped, the result is decoded
                    bf16: bool = False):  # the model's forward under bf16 autocast (`core.autocast`); the sampler's arithmetic stays fp32
     "A callable (model, x_T, y) -> x0 (or (x0, frames) with `keep_x0`): DDPM or DDIM sampling, guided when cfg_scale != 1."
-    if sampler == 'ddim': s = DDIMSampler(sched, steps=steps, eta=eta, spacing='trailing', clip_x0=True)
-    elif sampler == 'ddpm': s = ddpm.DDPMSampler(sched, steps=steps)
+    clip = decoder is None  # latents are not images in [-1, 1]
+    if sampler == 'ddim': s = DDIMSampler(sched, steps=steps, eta=eta, spacing='trailing', clip_x0=clip)
+    elif sampler == 'ddpm': s = ddpm.DDPMSampler(sched, steps=steps, clip_x0=clip)
     else: raise ValueError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
     def sample_fn(model, x_T, y):
         net = model
@@ -290,7 +294,11 @@ def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50,
             inner = net
             def net(x, t, y=None):
                 with autocast(x.device, True): return inner(x, t, y).float()
-        return ddpm.sample_loop(net, s, x_T=x_T, y=y, keep_x0=keep_x0, keep_every=max(1, len(s.timesteps()) // 20))
+        out = ddpm.sample_loop(net, s, x_T=x_T, y=y, keep_x0=keep_x0, keep_every=max(1, len(s.timesteps()) // 20))
+        if decoder is None: return out
+        dev = next(decoder.parameters()).device
+        decode = torch.no_grad()(lambda z: decoder.decode(z.to(dev)).clamp(-1, 1).to(z.device))  # (B, C, H, W) images
+        return (decode(out[0]), [decode(f) for f in out[1]]) if keep_x0 else decode(out)
     return sample_fn
 
 def _load_data(opts: dict):
@@ -305,9 +313,14 @@ def unconditional(loss_fn):
     def loss(model, x0, y): return loss_fn(model, x0, None)
     return loss
 
-def build_run(opts: dict, world: int = 1) -> dict:
+def build_run(opts: dict, world: int = 1, device=None) -> dict:
     "Data, model, schedule, loss and the config saved with every checkpoint, for the options `opts` (checked on two images first)."
     data = _load_data(opts)
+    ae = None
+    if opts.get('autoencoder'):  # latent diffusion: the model trains on the data's latents, encoded once (cached)
+        from diffusion_course.latent import latent_run_data
+        try: data, ae, ae_record = latent_run_data(opts['autoencoder'], data, device=device)
+        except CheckpointError as e: raise UsageError(f"--autoencoder {opts['autoencoder']}: {e}") from e
     C, H, W = data.shape
     K = data.num_classes if data.multi_hot or data.num_classes > 1 else 0  # one class (a plain folder): unconditional
     need = opts['batch_size'] * world
@@ -317,15 +330,21 @@ def build_run(opts: dict, world: int = 1) -> dict:
     overrides = dict(in_channels=C, input_size=H, num_classes=K, class_dropout_prob=opts['cfg_dropout'])
     if data.multi_hot: overrides['multi_hot'] = True
     seed_everything(opts['seed'])
-    model = build(opts['model'], **overrides)
     sched = make_schedule(opts['schedule'], opts['T'])
     loss = functools.partial(ddpm.l_simple, sched=sched)
     if not K: loss = unconditional(loss)
     x0, y = data.batch(torch.arange(min(2, len(data))))
-    with torch.no_grad(): loss(model.eval(), x0, y)  # the whole loss once: a size or label the model cannot take fails here, before any file
+    try:
+        model = build(opts['model'], **overrides)
+        with torch.no_grad(): loss(model.eval(), x0, y)  # the whole loss once: a size or label the model cannot take fails here, before any file
+    except ValueError as e:
+        if ae is None: raise
+        raise UsageError(f"--model {opts['model']} cannot take the latents {list(data.shape)} that --autoencoder {opts['autoencoder']} makes "
+                         f"from {ae_record['image_shape']} images: {e}") from e
     config = {'args': opts, 'model': spec(model), 'schedule': opts['schedule'], 'T': opts['T'], 'prediction': 'eps',
               'image_shape': [C, H, W], 'num_classes': K, 'multi_hot': data.multi_hot, 'classes': data.classes, 'dataset': opts['dataset']}
-    return dict(data=data, model=model, sched=sched, loss=loss, config=config)
+    if ae is not None: config['autoencoder'] = ae_record  # image_shape above is the latent the model sees; the record says how to decode it
+    return dict(data=data, model=model, sched=sched, loss=loss, config=config, autoencoder=ae)
 
 # %% ../nbs/21_cli.ipynb #3f02bc40
 def _same_data(run_config: dict, ck_config: dict, where: str):
@@ -335,6 +354,8 @@ def _same_data(run_config: dict, ck_config: dict, where: str):
             have, had = run_config[k], ck_config[k]
             if isinstance(have, list) and len(have) > 12: have, had = f"{len(have)} of them", f"{len(had)}"
             raise UsageError(f"the dataset changed since the run started: its {what} {have} now, {had} in {where}")
+    fa, fb = (run_config.get('autoencoder') or {}).get('fingerprint'), (ck_config.get('autoencoder') or {}).get('fingerprint')
+    if fa != fb: raise UsageError(f"the autoencoder changed since the run started: fingerprint {str(fa)[:16]} now, {str(fb)[:16]} in {where}")
     a, b = json.loads(json.dumps(run_config['model'])), ck_config.get('model')  # tuples as JSON lists, as saved
     if isinstance(b, dict) and a != b:
         diff = [k for k in a.get('config', {}) if a['config'].get(k) != (b.get('config') or {}).get(k)] or [k for k in a if a[k] != b.get(k)]
@@ -375,16 +396,19 @@ def train(argv=None) -> dict:
                 broken = list_checkpoints(out)[-1]
                 raise CheckpointError(f"{e}; to continue from it, move the broken one out of the way (mv {broken} {broken}.broken) "
                                       "and pass --resume again", e.fallback) from e
-            run = build_run(opts, world)
+            run = build_run(opts, world, device)
             if ck is not None: _same_data(run['config'], ck['config'], f"checkpoint {str(ck['path'])!r}")
             return out, opts, run, ck
         out, opts, run, ck = _on_every_rank(world, prepare)
         K = run['config']['num_classes']
         bf16 = bool(opts['bf16']) and bf16_pays(device)
-        sample_fn = make_sample_fn(run['sched'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'] if K else 1.0, num_classes=K, bf16=bf16)
+        sample_fn = make_sample_fn(run['sched'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'] if K else 1.0, num_classes=K,
+                                   decoder=run['autoencoder'], bf16=bf16)
         scored = opts['dataset'] == 'mnist-offline'  # the course's evaluator (digit classifier features, held-out digits, ruler)
         if opts['eval_every'] and not scored:
             raise UsageError(f"--eval-every scores mnist-offline runs (the course's ruler is for digits); this run trains on {opts['dataset']!r}")
+        if opts['eval_every'] and opts.get('autoencoder'):
+            raise UsageError("--eval-every scores pixel-space runs; a latent run (--autoencoder) is scored at its end, decoded, or with dc-eval")
         nrow = K if K and not run['config']['multi_hot'] and opts['n_samples'] % K == 0 else None
         data = run['data']
         labels = data.y[torch.arange(opts['n_samples']) % len(data)] if data.multi_hot else None  # real attribute sets; classes: 0..K-1 in turn
@@ -616,11 +640,13 @@ def sample(argv=None) -> Path:
     sched = make_schedule(config['schedule'], config['T'])
     if args.steps > sched.T: raise UsageError(f"--steps must be at most the model's T = {sched.T}, got {args.steps}")
     y = parse_labels(args.labels, args.n, config)
-    fn = make_sample_fn(sched, args.sampler, args.steps, args.eta, args.cfg_scale, K, keep_x0=bool(gif))
+    from diffusion_course.latent import load_run_autoencoder
+    ae, shape = load_run_autoencoder(config, device)  # a latent model's autoencoder (None in pixel space); shape: the images' (C, H, W)
+    fn = make_sample_fn(sched, args.sampler, args.steps, args.eta, args.cfg_scale, K, keep_x0=bool(gif), decoder=ae)
     nrow = args.nrow or (K if K and not config.get('multi_hot') and args.n % K == 0 and not args.labels else 8)
     seed_everything(args.seed)  # DDPM's (and DDIM's eta > 0) noise comes from the global generator
     g = make_generator(args.seed, device)
-    grid, frames = GridCanvas(args.n, config['image_shape'], nrow), None
+    grid, frames = GridCanvas(args.n, shape, nrow), None
     starts = range(0, args.n, args.batch_size)
     with torch.no_grad():
         for i in progress_bar(starts, desc='sampling', disable=len(starts) == 1):
@@ -630,7 +656,7 @@ def sample(argv=None) -> Path:
             x0, steps = res if gif else (res, None)
             grid.add(x0.cpu())
             if gif:
-                frames = frames or [GridCanvas(args.n, config['image_shape'], nrow) for _ in steps]
+                frames = frames or [GridCanvas(args.n, shape, nrow) for _ in steps]
                 for canvas, f in zip(frames, steps): canvas.add(f)
     _write_atomic(out, lambda p: Image.fromarray(grid.pixels).save(p))
     if gif: _write_atomic(gif, lambda p: save_gif([c.pixels for c in frames], p, duration=80))

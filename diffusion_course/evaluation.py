@@ -527,6 +527,8 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
     from diffusion_course.core import bf16_pays
     t0 = time.time()
     model, config = load_trained(path, ema=ema, device=device or 'cpu')
+    from diffusion_course.latent import load_run_autoencoder
+    ae, image_shape = load_run_autoencoder(config, device or 'cpu')  # a latent model decodes (ae None in pixel space)
     args, K = config.get('args', {}), config['num_classes']
     sampler = sampler or 'ddim'
     steps = steps or (args.get('sample_steps', 50) if sampler == 'ddim' else config['T'])
@@ -536,11 +538,11 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
         if config.get('dataset') != 'mnist-offline':
             raise ValueError(f"this run trained on {config.get('dataset')!r}; the default evaluator measures mnist-offline runs: "
                              "build an `Evaluator` for it (60_evaluation) and pass evaluator=")
-        evaluator = Evaluator.mnist(size=config['image_shape'][-1], device=device)
+        evaluator = Evaluator.mnist(size=image_shape[-1], device=device)
     if evaluator.real is not None and n > len(evaluator.real):
         raise ValueError(f"the ruler has {len(evaluator.real)} real images besides the reference: n must be at most that, got {n}")
     if bf16 is None: bf16 = bool(args.get('bf16', False)) and bf16_pays(device or 'cpu')
-    sample_fn = make_sample_fn(make_schedule(config['schedule'], config['T']), sampler, steps, eta, cfg_scale, K, bf16=bf16)
+    sample_fn = make_sample_fn(make_schedule(config['schedule'], config['T']), sampler, steps, eta, cfg_scale, K, decoder=ae, bf16=bf16)
     y = parse_labels(None, n, config)  # 0, 1, ..., K-1, 0, ... (multi-hot: the null condition; unconditional: None)
     t1 = time.time()
     x = generate(model, sample_fn, n, tuple(config['image_shape']), y, seed=seed, batch_size=batch_size, device=device, progress=progress)

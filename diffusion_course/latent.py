@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_latent.ipynb #683c0943
 from __future__ import annotations
-import dataclasses, functools, hashlib, json, math, os
+import argparse, dataclasses, functools, hashlib, json, math, os, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,7 +26,8 @@ __all__ = ['AUTOENCODER_KIND', 'COMPARISON', 'PIXEL_BASELINES', 'group_norm', 'C
            'Autoencoder', 'reparameterize', 'gaussian_kl', 'KLAutoencoder', 'vae_terms', 'vae_loss',
            'measure_scale_factor', 'train_autoencoder', 'psnr', 'reconstruct', 'latent_stats', 'DiffusersAutoencoder',
            'save_autoencoder', 'load_autoencoder', 'LatentData', 'default_cache_dir', 'dataset_fingerprint',
-           'latent_cache_path', 'encode_dataset', 'latent_sample_fn', 'build_comparison']
+           'latent_cache_path', 'encode_dataset', 'latent_sample_fn', 'build_comparison', 'autoencoder_record',
+           'latent_run_data', 'load_run_autoencoder', 'train_ae_parser', 'train_ae', 'train_ae_main']
 
 # %% ../nbs/50_latent.ipynb #5d86e3ae
 def group_norm(ch: int, groups: int) -> nn.GroupNorm:
@@ -451,3 +452,120 @@ def build_comparison(label: str,  # a key of `COMPARISON`
     C, H, W = shape
     if H != W: raise ValueError(f"the backbones take square inputs, got {H}x{W}")
     return build(preset, **{**kw, 'in_channels': C, 'input_size': H, 'num_classes': num_classes, 'learn_sigma': False, **overrides})
+
+# %% ../nbs/50_latent.ipynb #cc31629e
+def autoencoder_record(ae: Autoencoder,
+                       source: str,  # where it loads from: an absolute folder or a hub name
+                       image_shape: Sequence[int],  # (C, H, W) of the images it encodes
+                       ) -> dict:
+    "What a latent denoiser's checkpoint records about its autoencoder: where it loads from, its fingerprint, and both shapes."
+    return {'source': source, 'class': type(ae).__name__, 'fingerprint': ae.fingerprint(), 'scale_factor': ae.scale_factor,
+            'image_shape': list(image_shape), 'latent_shape': list(ae.latent_shape(image_shape)), 'gray': bool(getattr(ae, 'gray', False))}
+
+def _default_device(device):
+    return torch.device(device) if device is not None else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+def latent_run_data(source,  # a dc-train-ae run or `save_autoencoder` folder, a diffusers AutoencoderKL folder, or a hub name
+                    data,  # `ImageData` in [-1, 1]: what the run would train on in pixel space
+                    device=None,  # where to encode (default: CUDA if present)
+                    cache_dir=None,  # the latent cache (default `default_cache_dir()`)
+                    ) -> tuple[LatentData, Autoencoder, dict]:
+    "A latent run's training data: `data` encoded (once, cached) by the autoencoder at `source`; the autoencoder; its record for the checkpoint."
+    ae = load_autoencoder(source, device=_default_device(device), gray=data.shape[0] == 1)
+    try: ae.latent_shape(data.shape)
+    except ValueError as e: raise ValueError(f"the autoencoder {str(source)!r} cannot encode the images {tuple(data.shape)} of "
+                                             f"{getattr(data, 'name', '') or 'this dataset'}: {e}") from None
+    p = Path(str(source)).expanduser()
+    record = autoencoder_record(ae, str(p.resolve()) if p.exists() else str(source), data.shape)  # a folder as an absolute path
+    return encode_dataset(ae, data, cache_dir, progress=len(data) > 10_000), ae, record
+
+def load_run_autoencoder(config: dict,  # a checkpoint's config, as `cli.load_trained` returns it
+                         device='cpu') -> tuple[Autoencoder | None, tuple]:
+    "The autoencoder a latent checkpoint records, checked against that record, and the (C, H, W) of the images it decodes to; (None, image_shape) in pixel space."
+    rec = config.get('autoencoder')
+    if not rec: return None, tuple(config['image_shape'])
+    where = f"checkpoint {config.get('checkpoint', '')!r}"
+    if not isinstance(rec, dict) or not {'source', 'image_shape'} <= set(rec):
+        raise CheckpointError(f"{where}: its autoencoder record must name a source and an image_shape, got {str(rec)[:120]}")
+    try: ae = load_autoencoder(rec['source'], device=device, gray=bool(rec.get('gray')))
+    except (CheckpointError, OSError) as e:
+        raise CheckpointError(f"{where} was trained on the latents of the autoencoder {rec['source']!r}, which does not load: {e}") from e
+    expect = list(config['image_shape'])  # what the denoiser takes
+    try: got = list(ae.latent_shape(rec['image_shape']))
+    except ValueError as e: raise CheckpointError(f"{where}: the autoencoder {rec['source']!r} cannot encode its images {rec['image_shape']}: {e}") from e
+    if got != expect:
+        raise CheckpointError(f"{where}: its model takes latents {expect}, but the autoencoder {rec['source']!r} makes {got} "
+                              f"from {rec['image_shape']} images")
+    if rec.get('fingerprint') and ae.fingerprint() != rec['fingerprint']:
+        raise CheckpointError(f"{where}: the autoencoder at {rec['source']!r} is not the one the model trained with "
+                              f"(fingerprint {ae.fingerprint()[:16]}, recorded {rec['fingerprint'][:16]})")
+    return ae, tuple(rec['image_shape'])
+
+# %% ../nbs/50_latent.ipynb #776aa274
+def train_ae_parser() -> argparse.ArgumentParser:
+    "The arguments of `dc-train-ae`."
+    p = argparse.ArgumentParser(prog='dc-train-ae', description="Train the course's KL autoencoder from scratch (reconstruction + beta KL), "
+                                'measure its scale factor, and save it as a run: --out/step-N/ (load it with dc-train --autoencoder --out), '
+                                'config.json, loss.png, reconstructions.png, summary.json.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--dataset', default='mnist-offline', help='a dataset name or a folder of images (as dc-train)')
+    p.add_argument('--size', type=int, default=None, help='image size (default: 32; 64 for celeba)')
+    p.add_argument('--latent-channels', type=int, default=4, help='c')
+    p.add_argument('--widths', default='8,16,32', help='channels per resolution, full resolution first: len - 1 halvings')
+    p.add_argument('--beta', type=float, default=1e-3, help='weight of the KL term')
+    p.add_argument('--steps', type=int, default=1000)
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='runs/dc-train-ae', help='run folder (new or empty)')
+    p.add_argument('--device', help='cpu, cuda, ... (default: CUDA if present)')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    return p
+
+def train_ae(argv=None) -> dict:
+    "`dc-train-ae`: train, measure the scale factor, save the autoencoder as a run; returns the summary."
+    from diffusion_course.cli import UsageError, _load_data, check_device, check_out_dir
+    from diffusion_course.core import save_image_grid
+    from diffusion_course.data import mnist_offline
+    from diffusion_course.training import LossPlot, ProgressBar, list_checkpoints
+    a = train_ae_parser().parse_args(argv)
+    try: widths = tuple(int(w) for w in a.widths.split(','))
+    except ValueError: raise UsageError(f"--widths must be comma-separated integers, got {a.widths!r}") from None
+    bad = [f"--{k.replace('_', '-')} {getattr(a, k)}" for k in ('steps', 'batch_size', 'latent_channels') if getattr(a, k) < 1]
+    if not widths or min(widths) < 1: bad.append(f"--widths {a.widths}")
+    if bad: raise UsageError(f"these must be >= 1: {', '.join(bad)}")
+    if not (math.isfinite(a.beta) and a.beta >= 0): raise UsageError(f"--beta must be a finite number >= 0, got {a.beta}")
+    if not (math.isfinite(a.lr) and a.lr > 0): raise UsageError(f"--lr must be > 0, got {a.lr}")
+    out, device = check_out_dir(a.out), _default_device(check_device(a.device))
+    if list_checkpoints(out) or (out / 'config.json').exists():
+        raise UsageError(f"{str(out)!r} already holds a run; choose another --out")
+    data = _load_data({'dataset': a.dataset, 'size': a.size, 'attrs': None})
+    C, H, W = data.shape
+    config = VAEConfig(in_channels=C, input_size=H, latent_channels=a.latent_channels, widths=widths)
+    try: KLAutoencoder(config).latent_shape(data.shape)
+    except ValueError as e: raise UsageError(f"--widths {a.widths}: {e}") from None
+    if len(data) < a.batch_size: raise UsageError(f"--batch-size {a.batch_size} needs at least {a.batch_size} images; the dataset has {len(data)}")
+    held = mnist_offline(H, 'reference') if a.dataset == 'mnist-offline' else data  # held-out digits (other datasets: the first training images)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'config.json').write_text(json.dumps({'kind': AUTOENCODER_KIND, 'args': vars(a), 'config': dataclasses.asdict(config)}, indent=2))
+    t0 = time.time()
+    ae = train_autoencoder(data, config, beta=a.beta, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=device,
+                           callbacks=[LossPlot(out / 'loss.png')] + ([] if a.quiet else [ProgressBar()]))
+    secs = time.time() - t0
+    path = save_autoencoder(ae, out / f'step-{a.steps:07d}', dataset=a.dataset)
+    x = held.batch(torch.arange(min(500, len(held))))[0]
+    x_hat = reconstruct(ae, x)
+    save_image_grid(torch.cat([x[:10], x_hat[:10], x[10:20], x_hat[10:20]]), out / 'reconstructions.png', nrow=10)
+    with torch.no_grad(): stats = latent_stats(ae.encode(x.to(device)).float().cpu())
+    summary = {'steps': a.steps, 'seconds': round(secs, 1), 'psnr_heldout': round(psnr(x, x_hat).mean().item(), 3), 'heldout_n': len(x),
+               'heldout': 'mnist-offline reference' if held is not data else 'training images', 'scale_factor': ae.scale_factor,
+               'latent_shape': list(ae.latent_shape(data.shape)), 'latent_stats': stats, 'checkpoint': str(path)}
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    print(f"dc-train-ae: {a.steps} steps in {secs:.0f} s; scale factor {ae.scale_factor:.4f}, latents {summary['latent_shape']}, "
+          f"PSNR {summary['psnr_heldout']:.2f} dB on {len(x)} {summary['heldout']} images; wrote {out}/: {path.name}/, loss.png, "
+          "reconstructions.png, summary.json", file=sys.stderr)
+    return summary
+
+def train_ae_main(argv=None) -> int:
+    "Console entry point `dc-train-ae`."
+    from diffusion_course.cli import _run
+    return _run('dc-train-ae', train_ae, argv)

@@ -16,7 +16,7 @@ def bench():
 
 
 def test_tiny_comparison(bench, tmp_path):
-    args = ['--backbones', 'DiT in-context', 'U-Net (pixels)', '--steps', '3', '--vae-steps', '3', '--n-samples', '10', '--sample-steps', '2',
+    args = ['--backbones', 'DiT in-context', 'U-Net (pixels)', '--steps', '3', '--vae-steps', '3', '--n-samples', '10', '--n-eval', '20', '--sample-steps', '2',
             '--time-rounds', '1', '--time-steps', '1', '--warmup', '0', '--out', str(tmp_path / 'run')]
     rows = bench.main(args)
     out = tmp_path / 'run'
@@ -26,8 +26,10 @@ def test_tiny_comparison(bench, tmp_path):
         assert (out / f).exists(), f
     res = json.loads((out / 'results.json').read_text())
     assert res['protocol']['steps'] == 3 and res['autoencoder']['scale_factor'] > 0
-    assert (out / 'table.md').read_text().count('\n') == 4  # header, rule, two rows
-    again = bench.main(['--backbones', 'DiT in-context', '--steps', '2', '--n-samples', '10', '--sample-steps', '2', '--time-rounds', '1',
+    assert (out / 'table.md').read_text().count('\n') == 5  # header, rule, the reconstructions, two rows
+    assert all(r['n_eval'] == 20 and r['fd'] > r['fd_ruler'] > 0 and 0 <= r['class_acc'] <= 1 for r in rows)  # scored beside the ruler at N = 20
+    assert res['autoencoder']['fd_reconstruction'] > res['autoencoder']['fd_ruler'] == res['ruler']['real']['fd'] and res['evaluation']['n'] == 20
+    again = bench.main(['--backbones', 'DiT in-context', '--steps', '2', '--n-samples', '10', '--n-eval', '0', '--sample-steps', '2', '--time-rounds', '1',
                         '--time-steps', '1', '--out', str(tmp_path / 'again'), '--autoencoder', str(out / 'autoencoder'), '--cache', str(out / 'cache')])
     assert len(again) == 1 and 'loaded from' in json.loads((tmp_path / 'again' / 'results.json').read_text())['autoencoder']['note']
 
