@@ -15,7 +15,7 @@ from .continuous import PREDICTIONS, Coefs, DiscreteVP, Process, to_x0_eps
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'sample', 'Move', 'Sampler', 'EulerSampler', 'HeunSampler', 'EDMSampler', 'EulerAncestralSampler',
-           'DPMSolverSampler', 'make_sampler']
+           'DPMSolverSampler', 'make_sampler', 'steps_for_evals']
 
 # %% ../../nbs/16_samplers.ipynb #bb112e2d
 @torch.no_grad()
@@ -253,3 +253,16 @@ def make_sampler(name: str,  # one of `SAMPLERS`
         return EulerAncestralSampler(process, steps, prediction, eta=eta, **kwargs) if eta else EulerSampler(process, steps, prediction, **kwargs)
     if name not in classes: raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS}")
     return classes[name](process, steps, prediction, **kwargs)
+
+def steps_for_evals(name: str,  # one of `SAMPLERS`
+                    process: Process,
+                    evals: int,  # the budget of model evaluations
+                    prediction: str = 'eps', **kwargs) -> int:  # passed to `make_sampler`
+    "The most grid steps whose run of sampler `name` takes at most `evals` model evaluations (compare samplers at equal cost)."
+    if not isinstance(evals, int) or evals < 1: raise ValueError(f"evals must be an integer >= 1, got {evals!r}")
+    count = lambda n: len(make_sampler(name, process, n, prediction, **kwargs).timesteps())
+    if count(1) > evals: raise ValueError(f"sampler {name!r} takes {count(1)} evaluations for one step, more than evals={evals}")
+    n = max(1, (evals - 1) // 2)  # every method here takes one or two evaluations per step
+    if count(n) > evals: n = 1
+    while n < evals and count(n + 1) <= evals: n += 1  # evaluations never fall as steps grow
+    return n
