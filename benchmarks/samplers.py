@@ -36,18 +36,37 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=250)
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch decides)')
     p.add_argument('--json', help='write (and resume from) the results here')
+    p.add_argument('--fp32', action='store_true', help="the model's forward in fp32 (default: bf16 autocast where the CPU or GPU has native bf16, as the runs trained)")
+    p.add_argument('--no-channels-last', dest='channels_last', action='store_false', help='keep NCHW inputs (channels-last is oneDNN\'s fast path for bf16 convolutions)')
     p.add_argument('--only', choices=('all', 'table', 'reference'), default='all', help='measure only the sampler cells, or only DDPM')
     return p.parse_args(argv)
+
+
+def cpu_has_bf16() -> bool:
+    "Whether this CPU has native bf16 (AMX or AVX512-BF16): bf16 autocast pays there."
+    try: flags = open('/proc/cpuinfo').read()
+    except OSError: return False
+    return 'amx_bf16' in flags or 'avx512_bf16' in flags
+
+
+class FastForward(torch.nn.Module):
+    "A model called as model(x, t, y) with its forward under bf16 autocast and channels-last inputs; returns float32 (the samplers' arithmetic stays fp32)."
+    def __init__(self, model: torch.nn.Module, bf16: bool, channels_last: bool):
+        super().__init__()
+        self.model, self.bf16, self.channels_last = model, bf16, channels_last
+    def forward(self, x, t, y=None):
+        if self.channels_last and x.dim() == 4: x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16): return self.model(x, t, y).float()
 
 
 def cell_key(run: str, sampler: str, evals: int) -> str: return f"{run}|{sampler}|{evals}"
 
 
-def measure(model, config, evaluator, sampler: str, steps: int, n: int, y, cfg_scale: float, seed: int, batch_size: int) -> dict:
+def measure(model, config, evaluator, sampler: str, steps: int, n: int, y, cfg_scale: float, seed: int, batch_size: int, device='cpu') -> dict:
     "Sample n images with `sampler` over `steps` grid steps and score them: the metrics, the evaluations and the seconds."
     fn = sample_fn_for(config, sampler, steps, cfg_scale=cfg_scale)
     t0 = time.time()
-    x = generate(model, fn, n, tuple(config['image_shape']), y, seed=seed, batch_size=batch_size, progress=False)
+    x = generate(model, fn, n, tuple(config['image_shape']), y, seed=seed, batch_size=batch_size, device=device, progress=False)
     secs = time.time() - t0
     m = evaluator.score(x, y)
     return {'sampler': sampler, 'steps': steps, 'evals': len(fn.sampler.timesteps()), 'seconds': round(secs, 1),
@@ -94,9 +113,13 @@ def main(argv=None):
     results = json.loads(Path(a.json).read_text())['cells'] if a.json and Path(a.json).exists() else {}
     def save():
         if a.json: Path(a.json).write_text(json.dumps({'cells': results, 'n': a.n, 'seed': a.seed, 'cfg_scale': a.cfg_scale, 'ruler': ruler,
-                                                       'protocol': protocol.to_dict(), 'runs': {t: r for t, r in runs.items()}}, indent=1))
+                                                       'protocol': protocol.to_dict(), 'precision': precision, 'runs': {t: r for t, r in runs.items()}}, indent=1))
     runs = {'eps': a.run, **({'flow': a.flow} if a.flow else {})}
-    models = {t: load_trained(r) for t, r in runs.items()}
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    models = {t: load_trained(r, device=device) for t, r in runs.items()}
+    bf16 = not a.fp32 and all(c.get('args', {}).get('bf16', False) for _, c in models.values()) and (torch.cuda.is_available() or cpu_has_bf16())
+    models = {t: (FastForward(m.to(memory_format=torch.channels_last) if a.channels_last else m, bf16, a.channels_last), c) for t, (m, c) in models.items()}
+    precision = ('bf16 autocast' if bf16 else 'fp32') + (', channels-last' if a.channels_last else '')
     config0 = models['eps'][1]
     evaluator = Evaluator.mnist(size=config0['image_shape'][-1])
     t0 = time.time()
@@ -105,7 +128,7 @@ def main(argv=None):
     protocol = Protocol(a.n, 'sampler per row', None, a.cfg_scale, 'ema', a.seed, evaluator.extractor.name, evaluator.reference_name, checkpoint=config0['checkpoint'])
     for t, (_, cfg) in models.items():
         print(f"{t}: {cfg['checkpoint']} (objective {cfg.get('objective', 'eps')}, model {cfg['model'].get('preset')}, "
-              f"{sum(p.numel() for p in models[t][0].parameters()):,} parameters)", flush=True)
+              f"{sum(p.numel() for p in models[t][0].parameters()):,} parameters); forward in {precision}", flush=True)
     if a.only in ('all', 'table'):
         for t, (model, cfg) in models.items():
             process, prediction = objective_process(cfg.get('objective', 'eps'), make_schedule(cfg['schedule'], cfg['T']))
@@ -115,7 +138,7 @@ def main(argv=None):
                     k = cell_key(t, s, e)
                     if k in results: continue
                     steps = steps_for_evals(s, process, e, prediction)
-                    results[k] = measure(model, cfg, evaluator, s, steps, a.n, y, a.cfg_scale, a.seed, a.batch_size)
+                    results[k] = measure(model, cfg, evaluator, s, steps, a.n, y, a.cfg_scale, a.seed, a.batch_size, device)
                     r = results[k]
                     print(f"{t:4s} {s:9s} {r['evals']:4d} evaluations ({steps} steps): FD {r['fd']:8.2f}  accuracy {r.get('accuracy', 0):.3f}  "
                           f"{r['seconds']:.0f} s", flush=True)
@@ -123,11 +146,11 @@ def main(argv=None):
     ref_steps = config0['T'] if a.ddpm_steps is None else a.ddpm_steps
     if ref_steps and a.only in ('all', 'reference') and cell_key('eps', 'ddpm', ref_steps) not in results:
         model, cfg = models['eps']
-        results[cell_key('eps', 'ddpm', ref_steps)] = r = measure(model, cfg, evaluator, 'ddpm', ref_steps, a.n, y, a.cfg_scale, a.seed, a.batch_size)
+        results[cell_key('eps', 'ddpm', ref_steps)] = r = measure(model, cfg, evaluator, 'ddpm', ref_steps, a.n, y, a.cfg_scale, a.seed, a.batch_size, device)
         print(f"eps  ddpm      {r['evals']:4d} evaluations: FD {r['fd']:8.2f}  accuracy {r.get('accuracy', 0):.3f}  {r['seconds']:.0f} s", flush=True)
         save()
     ref = results.get(cell_key('eps', 'ddpm', ref_steps)) if ref_steps else None
-    print(f"\n{protocol}; sampler and evaluations per cell; {torch.get_num_threads()} threads, {time.time() - t0:.0f} s this run")
+    print(f"\n{protocol}; forward in {precision}; sampler and evaluations per cell; {torch.get_num_threads()} threads, {time.time() - t0:.0f} s this run")
     print("FD (class accuracy) against model evaluations; [n]: the evaluations actually taken (Heun, EDM: 2 x steps - 1)")
     print(table(results, runs, samplers, evals, ref))
     if ref:
