@@ -110,16 +110,21 @@ def main(argv=None):
     evals, samplers = [int(e) for e in a.evals.split(',')], [s for s in a.samplers.split(',') if s]
     bad = [s for s in samplers if s not in SAMPLERS]
     if bad: raise SystemExit(f"unknown sampler(s) {bad}; expected some of {SAMPLERS}")
-    results = json.loads(Path(a.json).read_text())['cells'] if a.json and Path(a.json).exists() else {}
+    saved = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}
     def save():
         if a.json: Path(a.json).write_text(json.dumps({'cells': results, 'n': a.n, 'seed': a.seed, 'cfg_scale': a.cfg_scale, 'ruler': ruler,
-                                                       'protocol': protocol.to_dict(), 'precision': precision, 'runs': {t: r for t, r in runs.items()}}, indent=1))
+                                                       'protocol': protocol.to_dict(), 'precision': precision, 'checkpoints': checkpoints}, indent=1))
     runs = {'eps': a.run, **({'flow': a.flow} if a.flow else {})}
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     models = {t: load_trained(r, device=device) for t, r in runs.items()}
     bf16 = not a.fp32 and all(c.get('args', {}).get('bf16', False) for _, c in models.values()) and (torch.cuda.is_available() or cpu_has_bf16())
     models = {t: (FastForward(m.to(memory_format=torch.channels_last) if a.channels_last else m, bf16, a.channels_last), c) for t, (m, c) in models.items()}
     precision = ('bf16 autocast' if bf16 else 'fp32') + (', channels-last' if a.channels_last else '')
+    checkpoints = {t: str(Path(c['checkpoint']).resolve()) for t, (_, c) in models.items()}
+    same = saved and all(saved.get(k) == v for k, v in (('n', a.n), ('seed', a.seed), ('cfg_scale', a.cfg_scale), ('precision', precision))) \
+        and all(saved.get('checkpoints', {}).get(t) == c for t, c in checkpoints.items())
+    if saved and not same: print(f"{a.json} holds another measurement (checkpoints, N, seed, guidance or precision differ): measuring afresh", flush=True)
+    results = dict(saved['cells']) if same else {}
     config0 = models['eps'][1]
     evaluator = Evaluator.mnist(size=config0['image_shape'][-1])
     t0 = time.time()

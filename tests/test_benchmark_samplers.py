@@ -50,3 +50,12 @@ def test_goal_lines():
     assert lines[0].startswith('goal at 10 evaluations: best heun (9 evaluations) FD 14.00 = 1.40 x') and lines[0].endswith('met')
     assert '1.05 x' in lines[1] and lines[1].endswith(': met')
     assert bench.goal({'eps|ddim|10': {'sampler': 'ddim', 'evals': 10, 'fd': 16.0}}, 'eps', SAMPLERS, {'evals': 1000, 'fd': 10.0})[0].endswith('not met')
+
+
+def test_another_measurement_starts_afresh(runs, capsys):
+    bench, out = _bench(), runs / 'c.json'
+    base = [str(runs / 'eps'), '--samplers', 'ddim', '--evals', '3', '--ddpm-steps', '0', '--json', str(out), '--batch-size', '30']
+    first = bench.main(base + ['--n', '20'])
+    assert set(first) == {'eps|ddim|3'} and 'afresh' not in capsys.readouterr().out
+    second = bench.main(base + ['--n', '30'])  # another N: the stored cell does not apply
+    assert 'measuring afresh' in capsys.readouterr().out and set(second) == {'eps|ddim|3'} and json.loads(out.read_text())['n'] == 30
