@@ -137,9 +137,9 @@ def main(argv=None):
     if a.only in ('all', 'table'):
         for t, (model, cfg) in models.items():
             process, prediction = objective_process(cfg.get('objective', 'eps'), make_schedule(cfg['schedule'], cfg['T']))
-            for s in samplers:
-                if s == 'ddim' and isinstance(process, Flow): continue  # on a flow model 'ddim' is Euler: measured once
-                for e in evals:
+            for e in evals:  # column by column: a run cut short keeps whole columns of the cheap budgets
+                for s in samplers:
+                    if s == 'ddim' and isinstance(process, Flow): continue  # on a flow model 'ddim' is Euler: measured once
                     k = cell_key(t, s, e)
                     if k in results: continue
                     steps = steps_for_evals(s, process, e, prediction)
