@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import make_generator, progress_bar, save_gif, seed_everything, to_uint8
+from .core import autocast, bf16_pays, make_generator, progress_bar, save_gif, seed_everything, setup_matplotlib, to_uint8
 from .data import DATASETS, load_dataset
 from .diffusion import ddpm
 from .diffusion.ddim import DDIMSampler
@@ -26,12 +26,13 @@ from .training import (EMA, Checkpoint, CheckpointError, LossPlot, ProgressBar, 
                                        load_checkpoint, nonfinite, setup_distributed)
 
 # %% auto #0
-__all__ = ['LIMITS', 'OUT_OF_MEMORY', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'FIXED_ON_RESUME', 'RUN_FILES', 'TRAIN_OBJECTIVES',
-           'TRAIN_LOSSES', 'SAMPLER_CHOICES', 'ETA_SAMPLERS', 'UsageError', 'check_device', 'check_out_dir',
-           'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run', 'resolve_train_args',
-           'objective_process', 'make_sampler_for', 'make_sample_fn', 'sample_fn_for', 'make_loss', 'unconditional',
-           'build_run', 'train', 'train_main', 'model_from_spec', 'load_trained', 'parse_labels', 'sample_parser',
-           'GridCanvas', 'sample', 'sample_main', 'eval_parser', 'evaluate', 'eval_main']
+__all__ = ['LIMITS', 'OUT_OF_MEMORY', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'EVAL_MAX', 'FIXED_ON_RESUME', 'RUN_FILES',
+           'TRAIN_OBJECTIVES', 'TRAIN_LOSSES', 'SAMPLER_CHOICES', 'ETA_SAMPLERS', 'UsageError', 'check_device',
+           'check_out_dir', 'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run',
+           'resolve_train_args', 'objective_process', 'make_sampler_for', 'make_sample_fn', 'sample_fn_for',
+           'make_loss', 'unconditional', 'build_run', 'train', 'train_main', 'model_from_spec', 'load_trained',
+           'parse_labels', 'sample_parser', 'GridCanvas', 'sample', 'sample_main', 'eval_parser', 'evaluate',
+           'eval_main']
 
 # %% ../nbs/21_cli.ipynb #327c87dc
 class UsageError(Exception):
@@ -156,10 +157,11 @@ def _on_every_rank(world: int, fn):
 TRAIN_DEFAULTS = dict(model='UNet-T', dataset='mnist-offline', size=None, attrs=None, schedule='linear', T=1000, steps=1500, batch_size=64,
                       lr=1e-3, warmup=100, decay='constant', accum=1, grad_clip=1.0, cfg_dropout=0.1, ema_beta=0.999,
                       every=None, ckpt_every=None, keep=2, sample_steps=25, cfg_scale=3.0, n_samples=40, seed=0,
-                      device=None, bf16=True, compile=False, quiet=False)
+                      eval_n=500, eval_every=None, device=None, bf16=True, compile=False, quiet=False)
+EVAL_MAX = 500  # the ruler's real digits besides the reference (`evaluation.Evaluator.mnist`)
 FIXED_ON_RESUME = ('model', 'dataset', 'size', 'attrs', 'schedule', 'T', 'batch_size', 'lr', 'warmup', 'decay', 'accum', 'cfg_dropout', 'seed',
                    'n_samples')  # n_samples: the GIF's frames must keep one size
-RUN_FILES = ('config.json', 'summary.json', 'samples.png', 'progress.gif', 'progress.png', 'loss.png')  # what a run writes beside its checkpoints
+RUN_FILES = ('config.json', 'summary.json', 'metrics.json', 'samples.png', 'progress.gif', 'progress.png', 'loss.png', 'eval.png')  # what a run writes beside its checkpoints
 
 TRAIN_OBJECTIVES, TRAIN_LOSSES = ('eps', 'x0', 'v', 'flow'), ('simple', 'hybrid')  # --objective (lesson 15) and --loss (lesson 11's L_hybrid)
 TRAIN_DEFAULTS.update(objective='eps', loss='simple')
@@ -200,7 +202,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--cfg-scale', type=float, help=f"guidance scale for the GIF frames and samples (default {d['cfg_scale']})")
     p.add_argument('--n-samples', type=int, help=f"images per GIF frame and in samples.png (default {d['n_samples']})")
     p.add_argument('--device', help='cpu, cuda, cuda:1, mps (default: CUDA if present)')
-    p.add_argument('--no-bf16', dest='bf16', action='store_false', default=None, help='no bf16 autocast on CUDA')
+    p.add_argument('--eval-n', type=int, help=f"samples scored at the end (FD, KID, precision/recall, copies, class accuracy beside the ruler; "
+                   f"mnist-offline runs), written to metrics.json; 0: none (default {d['eval_n']})")
+    p.add_argument('--eval-every', type=int, help='also score 100 samples every this many steps: FD against steps and training time in eval.png (default: never)')
+    p.add_argument('--no-bf16', dest='bf16', action='store_false', default=None, help='fp32 throughout (default: bf16 autocast on CUDA and on CPUs with native bf16)')
     p.add_argument('--compile', action='store_true', default=None, help='torch.compile the model')
     p.add_argument('--quiet', action='store_true', default=None, help='no progress bar')
     return p
@@ -227,7 +232,7 @@ def saved_run(out: Path) -> tuple[dict | None, list[Path]]:
 
 def _check_numbers(o: dict):
     "Every option in range, before any work: one line naming the option, its bound and the value given."
-    bad = [f"{_flag(k)} {o[k]}" for k in ('steps', 'batch_size', 'T', 'accum', 'keep', 'sample_steps', 'n_samples', 'every', 'ckpt_every', 'size')
+    bad = [f"{_flag(k)} {o[k]}" for k in ('steps', 'batch_size', 'T', 'accum', 'keep', 'sample_steps', 'n_samples', 'every', 'ckpt_every', 'size', 'eval_every')
            if o[k] is not None and o[k] < 1]
     if bad: raise UsageError(f"these must be >= 1: {', '.join(bad)}")
     for k in ('lr', 'grad_clip', 'cfg_dropout', 'ema_beta', 'cfg_scale'):
@@ -240,6 +245,8 @@ def _check_numbers(o: dict):
     if not 0 <= o['seed'] < 2**32: raise UsageError(f"--seed must lie in [0, 2**32), got {o['seed']}")
     if not 0 <= o['cfg_dropout'] < 1: raise UsageError(f"--cfg-dropout must lie in [0, 1), got {o['cfg_dropout']}")
     if not 0 <= o['ema_beta'] < 1: raise UsageError(f"--ema-beta must lie in [0, 1), got {o['ema_beta']}")
+    if not (o['eval_n'] == 0 or 6 <= o['eval_n'] <= EVAL_MAX):
+        raise UsageError(f"--eval-n must be 0 (no evaluation) or lie in [6, {EVAL_MAX}] (the held-out digits the ruler compares with), got {o['eval_n']}")
     if o['sample_steps'] > o['T']: raise UsageError(f"--sample-steps must be at most --T = {o['T']}, got {o['sample_steps']}")
 
 def resolve_train_args(args: argparse.Namespace) -> dict:
@@ -313,23 +320,29 @@ def make_sampler_for(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 5
 def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50, eta: float | None = None,
                    cfg_scale: float = 1.0, num_classes: int = 0, keep_x0: bool = False,
                    objective: str = 'eps',  # what the model predicts (dc-train --objective)
-                   learned_variance: bool = False):  # the model outputs a learned variance (dc-train --loss hybrid)
+                   learned_variance: bool = False,  # the model outputs a learned variance (dc-train --loss hybrid)
+                   bf16: bool = False):  # the model's forward under bf16 autocast (`core.autocast`); the sampler's arithmetic stays fp32
     "A callable (model, x_T, y) -> x0 (or (x0, frames) with `keep_x0`): any sampler of `SAMPLER_CHOICES` on the model's objective, guided when cfg_scale != 1."
     s = make_sampler_for(sched, sampler, steps, eta, objective, learned_variance)
     def sample_fn(model, x_T, y):
         net = model
         if cfg_scale != 1 and y is not None:
             net = lambda x, t, y: cfg_forward(model, x, t, y, cfg_scale, num_classes, channels=x.shape[1])
+        if bf16:
+            inner = net
+            def net(x, t, y=None):
+                with autocast(x.device, True): return inner(x, t, y).float()
         return run_sampler(net, s, x_T=x_T, y=y, keep_x0=keep_x0, keep_every=max(1, len(s.timesteps()) // 20))
     sample_fn.sampler = s  # its evaluations: len(sample_fn.sampler.timesteps())
     return sample_fn
 
 def sample_fn_for(config: dict,  # a checkpoint's config (from `load_trained`, or `build_run`'s)
-                  sampler: str = 'ddim', steps: int = 50, eta: float | None = None, cfg_scale: float = 1.0, keep_x0: bool = False):
+                  sampler: str = 'ddim', steps: int = 50, eta: float | None = None, cfg_scale: float = 1.0, keep_x0: bool = False,
+                  bf16: bool = False):  # the model's forward under bf16 autocast
     "`make_sample_fn` for the model a dc-train config describes: its schedule, objective, variance and classes."
     objective = config.get('objective', 'eps')  # runs from before --objective trained eps
     return make_sample_fn(make_schedule(config['schedule'], config['T']), sampler, steps, eta, cfg_scale if config['num_classes'] else 1.0,
-                          config['num_classes'], keep_x0, objective, bool(config.get('learned_variance', False)))
+                          config['num_classes'], keep_x0, objective, bool(config.get('learned_variance', False)), bf16)
 
 def make_loss(opts: dict,  # the run's options: objective and loss
               sched: ddpm.Schedule):
@@ -396,6 +409,21 @@ def _same_data(run_config: dict, ck_config: dict, where: str):
         raise UsageError(f"the model of these options differs from the one in {where}: {k!r} is {a.get('config', a).get(k)} here, "
                          f"{(b.get('config') or b).get(k)} there (was config.json edited?)")
 
+def _final_eval(out: Path, trainer: Trainer, opts: dict, device, bf16: bool) -> dict:
+    "Score the final EMA model as `dc-eval` does (its sampler, steps and guidance), write metrics.json (with any `--eval-every` history and "
+    "eval.png), print the table; returns the headline figures for summary.json."
+    from diffusion_course.evaluation import EvalCallback, evaluate_checkpoint, format_report, save_metrics
+    res = evaluate_checkpoint(trainer.checkpointer.last, n=opts['eval_n'], seed=opts['seed'], device=device, bf16=bf16, progress=not opts['quiet'])
+    cb = trainer.callback(EvalCallback)
+    if cb is not None and cb.history:
+        res['history'] = cb.history
+        ax = cb.plot(); ax[0].figure.savefig(out / 'eval.png', dpi=100, bbox_inches='tight'); setup_matplotlib().close(ax[0].figure)
+    save_metrics(res, out / 'metrics.json')
+    print(format_report(res), file=sys.stderr)
+    m, floor = res['metrics'], res['ruler']['real']['fd']
+    return {'n': opts['eval_n'], 'fd': m['fd'], 'floor': floor, 'fd_over_floor': m['fd'] / floor, 'accuracy': m.get('accuracy'), 'copies': m['copies'],
+            'seconds': round(sum(res['seconds'].values()), 1)}
+
 def train(argv=None) -> dict:
     "`dc-train`: parse, check, build, train; returns a summary (steps, seconds, steps per second, paths)."
     args = train_parser().parse_args(argv)
@@ -419,7 +447,11 @@ def train(argv=None) -> dict:
             return out, opts, run, ck
         out, opts, run, ck = _on_every_rank(world, prepare)
         K = run['config']['num_classes']
-        sample_fn = sample_fn_for(run['config'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'])  # the run's objective; unguided without classes
+        bf16 = bool(opts['bf16']) and bf16_pays(device)
+        sample_fn = sample_fn_for(run['config'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'], bf16=bf16)  # the run's objective; unguided without classes
+        scored = opts['dataset'] == 'mnist-offline'  # the course's evaluator (digit classifier features, held-out digits, ruler)
+        if opts['eval_every'] and not scored:
+            raise UsageError(f"--eval-every scores mnist-offline runs (the course's ruler is for digits); this run trains on {opts['dataset']!r}")
         nrow = K if K and not run['config']['multi_hot'] and opts['n_samples'] % K == 0 else None
         data = run['data']
         labels = data.y[torch.arange(opts['n_samples']) % len(data)] if data.multi_hot else None  # real attribute sets; classes: 0..K-1 in turn
@@ -428,6 +460,10 @@ def train(argv=None) -> dict:
                                  labels=labels, num_classes=K or None, nrow=nrow),
                      SampleGrid(sample_fn, out / 'samples.png', every=opts['steps'], n=opts['n_samples'], labels=labels, num_classes=K or None,
                                 nrow=nrow, seed=opts['seed'])]
+        if opts['eval_every']:
+            from diffusion_course.evaluation import EvalCallback
+            callbacks.append(EvalCallback(sample_fn, every=opts['eval_every'], n=100, num_classes=K, seed=opts['seed'], verbose=not opts['quiet'],
+                                          describe={'sampler': 'ddim', 'steps': opts['sample_steps'], 'cfg_scale': opts['cfg_scale'] if K else None}))
         if not opts['quiet']: callbacks.append(ProgressBar())
         trainer = Trainer(run['model'], run['loss'], run['data'], steps=opts['steps'], batch_size=opts['batch_size'], lr=opts['lr'],
                           warmup=opts['warmup'], decay=opts['decay'], grad_clip=opts['grad_clip'] or None, accum=opts['accum'],
@@ -453,9 +489,14 @@ def train(argv=None) -> dict:
         summary = {'steps': trainer.step - start, 'seconds': round(secs, 1), 'steps_per_s': round((trainer.step - start) / max(secs, 1e-9), 2),
                    'world': world, 'device': str(device), 'final_loss': trainer.loss, 'checkpoint': str(trainer.checkpointer.last)}
         if rank == 0:
+            if opts['eval_n'] and scored: summary['eval'] = _final_eval(out, trainer, opts, device, bf16)
+            elif opts['eval_n'] and not opts['quiet']:
+                print(f"dc-train: no final evaluation: the course's evaluator scores mnist-offline digits, this run trained on {opts['dataset']!r} "
+                      "(build an Evaluator for it: lesson 60)", file=sys.stderr)
             (out / 'summary.json').write_text(json.dumps(summary, indent=2))
             print(f"dc-train: {summary['steps']} steps in {secs:.0f} s ({summary['steps_per_s']} steps/s on {world} x {device}); "
-                  f"wrote {out}/: samples.png, progress.gif, loss.png, {trainer.checkpointer.last.name}/", file=sys.stderr)
+                  f"wrote {out}/: samples.png, progress.gif, loss.png, {trainer.checkpointer.last.name}/"
+                  + (", metrics.json" if 'eval' in summary else ''), file=sys.stderr)
         return summary
     except KeyboardInterrupt as e:
         if not isinstance(e, TrainingInterrupted):  # before training started, or a second Ctrl-C
@@ -687,6 +728,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', help='where to write metrics.json (default: inside RUN)')
     p.add_argument('--grid', help='also write the first 100 scored samples as an image grid here')
     p.add_argument('--device', help='default: CUDA if present')
+    p.add_argument('--fp32', action='store_true', help="the model's forward in fp32 (default: bf16 autocast where it pays, as the run trained)")
     return p
 
 def evaluate(argv=None) -> dict:
@@ -700,7 +742,8 @@ def evaluate(argv=None) -> dict:
     device = torch.device(args.device) if args.device else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
     load_checkpoint(args.run)  # a missing or broken checkpoint stops here, with its own message
     res = evaluate_checkpoint(args.run, n=args.n, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, eta=args.eta,
-                              seed=args.seed, ema=not args.raw, batch_size=args.batch_size, device=device)
+                              seed=args.seed, ema=not args.raw, batch_size=args.batch_size, device=device,
+                              bf16=False if args.fp32 else None)
     out = Path(args.out) if args.out else Path(args.run) / 'metrics.json'
     save_metrics(res, out)
     if args.grid: save_image_grid(res['samples'][:100], args.grid, nrow=10)

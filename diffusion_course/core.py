@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #a8fed80c
 from __future__ import annotations
-import math, os, random, sys, time
+import contextlib, math, os, random, sys, time
 from pathlib import Path
 from typing import Sequence
 
@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['seed_everything', 'make_generator', 'default_device', 'in_test', 'pick', 'to_uint8', 'image_grid', 'save_image_grid',
-           'setup_matplotlib', 'show_images', 'save_gif', 'is_interactive', 'progress_bar', 'quick_train',
-           'energy_distance', 'point_batches', 'ToyMLP']
+__all__ = ['seed_everything', 'make_generator', 'default_device', 'cpu_has_bf16', 'bf16_pays', 'autocast', 'in_test', 'pick',
+           'to_uint8', 'image_grid', 'save_image_grid', 'setup_matplotlib', 'show_images', 'save_gif', 'is_interactive',
+           'progress_bar', 'quick_train', 'energy_distance', 'point_batches', 'ToyMLP']
 
 # %% ../nbs/00_core.ipynb #3f6d0e82
 def seed_everything(seed: int = 0):
@@ -38,6 +38,24 @@ def default_device() -> torch.device:
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+def cpu_has_bf16() -> bool:
+    "True when the CPU multiplies bf16 natively (x86 `avx512_bf16` or `amx_bf16`): only there does bf16 autocast pay on a CPU."
+    try: flags = Path('/proc/cpuinfo').read_text().split()
+    except OSError: return False  # not Linux: no way to tell, so no
+    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+def bf16_pays(device) -> bool:
+    "Whether bf16 autocast speeds up work on `device`: CUDA with bf16 support, or a CPU with native bf16 (`cpu_has_bf16`)."
+    device = torch.device(device)
+    if device.type == 'cuda': return torch.cuda.is_bf16_supported()
+    return device.type == 'cpu' and cpu_has_bf16()
+
+def autocast(device, enabled: bool = True):
+    "bf16 autocast on `device` (CUDA or CPU) when `enabled`, a no-op context otherwise (and on devices without bf16 autocast)."
+    device = torch.device(device)
+    if device.type not in ('cuda', 'cpu'): return contextlib.nullcontext()  # MPS, meta: fp32 as written
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 def in_test() -> bool:
     "True when running under `nbdev_test` (which sets `IN_TEST`) or pytest."

@@ -369,6 +369,7 @@ class Protocol:
     features: str = ''  # the feature extractor's name
     reference: str = ''  # the reference set
     checkpoint: str | None = None
+    precision: str | None = None  # of the model's forward while sampling: 'bf16' (autocast) or 'fp32'
 
     def to_dict(self) -> dict: return asdict(self)
     def __str__(self) -> str:
@@ -376,6 +377,7 @@ class Protocol:
         if self.cfg_scale is not None: parts.append(f"guidance {self.cfg_scale:g}")
         if self.weights: parts.append(f"{self.weights.upper() if self.weights == 'ema' else self.weights} weights")
         if self.seed is not None: parts.append(f"seed {self.seed}")
+        if self.precision: parts.append(self.precision)
         parts += [f"features {self.features}", f"reference {self.reference}"]
         return ', '.join(parts)
 
@@ -517,9 +519,11 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
                         ema: bool = True,  # the EMA weights (False: the raw ones)
                         evaluator: Evaluator | None = None,  # default: `Evaluator.mnist` for an mnist-offline run
                         batch_size: int = 250, device=None,
+                        bf16: bool | None = None,  # the model's forward under bf16 autocast (default: as the run trained, where it pays)
                         progress: bool = True) -> dict:
     "Sample `n` class-balanced images from a checkpoint, score them and the ruler: {'protocol', 'metrics', 'ruler', 'seconds'}."
     from diffusion_course.cli import load_trained, parse_labels, sample_fn_for
+    from diffusion_course.core import bf16_pays
     t0 = time.time()
     model, config = load_trained(path, ema=ema, device=device or 'cpu')
     args, K = config.get('args', {}), config['num_classes']
@@ -534,7 +538,8 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
         evaluator = Evaluator.mnist(size=config['image_shape'][-1], device=device)
     if evaluator.real is not None and n > len(evaluator.real):
         raise ValueError(f"the ruler has {len(evaluator.real)} real images besides the reference: n must be at most that, got {n}")
-    sample_fn = sample_fn_for(config, sampler, steps, eta, cfg_scale)  # the run's objective (eps, x0, v or flow) and variance
+    if bf16 is None: bf16 = bool(args.get('bf16', False)) and bf16_pays(device or 'cpu')
+    sample_fn = sample_fn_for(config, sampler, steps, eta, cfg_scale, bf16=bf16)  # the run's objective (eps, x0, v or flow) and variance
     y = parse_labels(None, n, config)  # 0, 1, ..., K-1, 0, ... (multi-hot: the null condition; unconditional: None)
     t1 = time.time()
     x = generate(model, sample_fn, n, tuple(config['image_shape']), y, seed=seed, batch_size=batch_size, device=device, progress=progress)
@@ -542,7 +547,7 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
     metrics = evaluator.score(x, y if y is not None and y.dim() == 1 else None)
     ruler = evaluator.ruler(n, progress=progress)
     protocol = Protocol(n, sampler, steps, cfg_scale if K else None, 'ema' if ema else 'raw', seed, evaluator.extractor.name,
-                        evaluator.reference_name, checkpoint=config['checkpoint'])
+                        evaluator.reference_name, checkpoint=config['checkpoint'], precision='bf16' if bf16 else 'fp32')
     return {'protocol': protocol.to_dict(), 'metrics': metrics, 'ruler': ruler,
             'seconds': {'load': round(t1 - t0, 2), 'sample': round(t2 - t1, 2), 'score': round(time.time() - t2, 2)},
             'samples': x}

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, default_collate
 
-from .core import make_generator, image_grid, is_interactive, save_gif, setup_matplotlib
+from .core import autocast, bf16_pays, make_generator, image_grid, is_interactive, save_gif, setup_matplotlib
 
 # %% auto #0
 __all__ = ['DECAYS', 'RESUME_KEYS', 'WarmupDecay', 'Batches', 'dist_info', 'setup_distributed', 'cleanup_distributed',
@@ -296,7 +296,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 RESUME_KEYS = ('step', 'steps', 'world', 'opt', 'sched', 'batches', 'rng', 'callbacks')  # what `checkpoint_state` saves
 
 class Trainer:
-    "AdamW with warmup + constant/cosine decay, clipping, accumulation, bf16 on CUDA, DDP under torchrun, callbacks."
+    "AdamW with warmup + constant/cosine decay, clipping, accumulation, bf16 autocast where it pays, DDP under torchrun, callbacks."
     def __init__(self, model: torch.nn.Module,  # any module; saved from here, never from a DDP or compiled wrapper
                  loss_fn: Callable,  # loss_fn(model, x0, y) -> scalar tensor
                  data,  # a Dataset of (x0, y) pairs, e.g. `ImageData`
@@ -308,7 +308,7 @@ class Trainer:
                  accum: int = 1,  # micro-batches per optimizer step
                  seed: int = 0,
                  device=None,  # default: cuda:LOCAL_RANK if present, else CPU
-                 bf16: bool = True,  # bf16 autocast on CUDA (ignored on CPU)
+                 bf16: bool = True,  # bf16 autocast where it pays (`core.bf16_pays`: CUDA, or a CPU with native bf16); False: fp32
                  compile: bool = False,  # torch.compile the training forward
                  callbacks: Sequence[Callback] = (),
                  config: dict | None = None):  # JSON-serialisable: what rebuilds the model; saved in every checkpoint
@@ -327,7 +327,7 @@ class Trainer:
         if self.device.type == 'cuda':
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.autocast = bf16 and self.device.type == 'cuda'
+        self.autocast = bool(bf16) and bf16_pays(self.device)
         self.data = data
         self.batches = Batches(data, batch_size, seed=seed, rank=self.rank, world=self.world, device=self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
@@ -363,7 +363,7 @@ class Trainer:
             x0, y = next(self.batches)
             sync = self.world == 1 or i == self.accum - 1
             with (nullcontext() if sync else self.train_model.no_sync()):
-                with torch.autocast('cuda', dtype=torch.bfloat16, enabled=self.autocast):
+                with autocast(self.device, self.autocast):
                     loss = self.loss_fn(self.train_model, x0, y) / self.accum
                 loss.backward()
             total += loss.detach().float()

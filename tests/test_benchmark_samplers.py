@@ -8,7 +8,7 @@ from diffusion_course.cli import train_main
 from diffusion_course.diffusion.samplers import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ['--model', 'UNet-T', '--steps', '4', '--batch-size', '8', '--every', '4', '--sample-steps', '2', '--n-samples', '10', '--warmup', '1', '--quiet']
+TINY = ['--model', 'UNet-T', '--steps', '4', '--batch-size', '8', '--every', '4', '--sample-steps', '2', '--n-samples', '10', '--warmup', '1', '--eval-n', '0', '--quiet']
 
 
 def _bench():

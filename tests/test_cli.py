@@ -9,7 +9,7 @@ from diffusion_course.cli import sample_main, train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
-TINY = ['--steps', '6', '--batch-size', '8', '--every', '3', '--sample-steps', '2', '--n-samples', '10', '--quiet']
+TINY = ['--model', 'UNet-T', '--steps', '6', '--batch-size', '8', '--every', '3', '--sample-steps', '2', '--n-samples', '10', '--eval-n', '0', '--quiet']
 
 
 def console(name, *args):

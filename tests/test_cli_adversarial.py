@@ -20,7 +20,7 @@ from diffusion_course.training import (Checkpoint, CheckpointError, EMA, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
-FAST = ['--size', '16', '--steps', '4', '--batch-size', '4', '--every', '2', '--ckpt-every', '2', '--sample-steps', '2', '--n-samples', '4',
+FAST = ['--model', 'UNet-T', '--size', '16', '--steps', '4', '--batch-size', '4', '--every', '2', '--ckpt-every', '2', '--sample-steps', '2', '--n-samples', '4',
         '--T', '50', '--quiet']
 
 

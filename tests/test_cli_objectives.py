@@ -13,7 +13,7 @@ from diffusion_course.diffusion.ddim import DDIMSampler
 from diffusion_course.diffusion.iddpm import l_hybrid
 from diffusion_course.diffusion.samplers import SAMPLERS, EulerSampler
 
-TINY = ['--steps', '6', '--batch-size', '8', '--every', '3', '--sample-steps', '3', '--n-samples', '10', '--warmup', '2', '--quiet']
+TINY = ['--steps', '6', '--batch-size', '8', '--every', '3', '--sample-steps', '3', '--n-samples', '10', '--warmup', '2', '--eval-n', '0', '--quiet']
 
 
 def _train(out, *extra):

@@ -11,7 +11,7 @@ from diffusion_course.training import list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
-TINY = ['--size', '16', '--batch-size', '4', '--sample-steps', '2', '--n-samples', '4', '--T', '50', '--warmup', '2', '--quiet']
+TINY = ['--model', 'UNet-T', '--size', '16', '--batch-size', '4', '--sample-steps', '2', '--n-samples', '4', '--T', '50', '--warmup', '2', '--quiet']
 
 HOOK = '''
 import sys, torch

@@ -106,7 +106,7 @@ def test_ruler_orders_the_damage(mnist_eval):
 def test_dc_eval_writes_metrics(tmp_path):
     from diffusion_course.cli import eval_main, train
     run = tmp_path / 'run'
-    train(['--out', str(run), '--steps', '4', '--batch-size', '8', '--sample-steps', '2', '--n-samples', '10', '--quiet'])
+    train(['--out', str(run), '--model', 'UNet-T', '--steps', '4', '--batch-size', '8', '--sample-steps', '2', '--n-samples', '10', '--eval-n', '0', '--quiet'])
     assert eval_main([str(run), '--n', '40', '--steps', '3']) == 0
     out = json.loads((run / 'metrics.json').read_text())
     assert set(out) >= {'protocol', 'metrics', 'ruler'}
@@ -116,6 +116,25 @@ def test_dc_eval_writes_metrics(tmp_path):
     assert every <= set(out['metrics']) and all(every <= set(row) for row in out['ruler'].values())
     assert set(out['ruler']) == {'real', 'blur 3x3', 'noise 0.1', 'noise 0.2', 'one class', 'pure noise'}
     assert eval_main([str(run), '--n', '501']) == 1  # more than the ruler's 500 real digits: refused before sampling
+    assert eval_main([str(run), '--n', '12', '--steps', '2', '--fp32', '--out', str(tmp_path / 'fp32.json')]) == 0
+    assert json.loads((tmp_path / 'fp32.json').read_text())['protocol']['precision'] == 'fp32'
+
+
+def test_dc_train_ends_with_evaluation(tmp_path, capsys):
+    from diffusion_course.cli import train, train_main
+    run = tmp_path / 'run'
+    s = train(['--out', str(run), '--model', 'UNet-T', '--steps', '4', '--batch-size', '8', '--sample-steps', '2', '--n-samples', '10',
+               '--eval-n', '24', '--eval-every', '2', '--quiet'])
+    out = json.loads((run / 'metrics.json').read_text())
+    assert out['protocol']['n'] == 24 and out['protocol']['steps'] == 2 and out['protocol']['checkpoint'].endswith('step-0000004')
+    assert [h['step'] for h in out['history']] == [2, 4] and (run / 'eval.png').stat().st_size > 0  # --eval-every: FD against steps
+    assert s['eval']['fd'] == out['metrics']['fd'] and s['eval']['floor'] == out['ruler']['real']['fd'] > 0
+    assert json.loads((run / 'summary.json').read_text())['eval']['n'] == 24
+    assert 'noise 0.1' in capsys.readouterr().err  # the table with its ruler is printed
+    for bad, words in ((['--eval-n', '3'], '--eval-n'), (['--eval-n', '501'], '[6, 500]'), (['--eval-every', '0'], '--eval-every 0')):
+        assert train_main(['--out', str(tmp_path / 'o'), '--model', 'UNet-T', '--quiet', *bad]) == 1
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
 
 
 def test_evaluation_needs_neither_torchmetrics_nor_scipy():
