@@ -17,17 +17,22 @@ from .diffusion import ddpm
 from .diffusion.ddim import DDIMSampler
 from .diffusion.guidance import cfg_forward
 from .diffusion.schedules import SCHEDULES, make_schedule
+from .diffusion.continuous import DiscreteVP, Flow, Process, objective as make_objective
+from .diffusion.iddpm import l_hybrid
+from .diffusion.samplers import SAMPLERS, make_sampler, sample as run_sampler
 from .registry import FAMILIES, build, from_spec, list_models, model_class, spec
 from .training import (EMA, Checkpoint, CheckpointError, LossPlot, ProgressBar, ProgressGIF, SampleGrid, Trainer,
                                        TrainingInterrupted, check_state_dict, cleanup_distributed, dist_info, list_checkpoints,
                                        load_checkpoint, nonfinite, setup_distributed)
 
 # %% auto #0
-__all__ = ['LIMITS', 'OUT_OF_MEMORY', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'EVAL_MAX', 'FIXED_ON_RESUME', 'RUN_FILES', 'UsageError',
-           'check_device', 'check_out_dir', 'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run',
-           'resolve_train_args', 'make_sample_fn', 'unconditional', 'build_run', 'train', 'train_main',
-           'model_from_spec', 'load_trained', 'parse_labels', 'sample_parser', 'GridCanvas', 'sample', 'sample_main',
-           'eval_parser', 'evaluate', 'eval_main']
+__all__ = ['LIMITS', 'OUT_OF_MEMORY', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'EVAL_MAX', 'FIXED_ON_RESUME', 'RUN_FILES',
+           'TRAIN_OBJECTIVES', 'TRAIN_LOSSES', 'SAMPLER_CHOICES', 'ETA_SAMPLERS', 'UsageError', 'check_device',
+           'check_out_dir', 'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run',
+           'resolve_train_args', 'objective_process', 'make_sampler_for', 'make_sample_fn', 'sample_fn_for',
+           'make_loss', 'unconditional', 'build_run', 'train', 'train_main', 'model_from_spec', 'load_trained',
+           'parse_labels', 'sample_parser', 'GridCanvas', 'sample', 'sample_main', 'eval_parser', 'evaluate',
+           'eval_main']
 
 # %% ../nbs/21_cli.ipynb #327c87dc
 class UsageError(Exception):
@@ -158,6 +163,10 @@ FIXED_ON_RESUME = ('model', 'dataset', 'size', 'attrs', 'schedule', 'T', 'batch_
                    'n_samples', 'autoencoder')  # n_samples: the GIF's frames must keep one size
 RUN_FILES = ('config.json', 'summary.json', 'metrics.json', 'samples.png', 'progress.gif', 'progress.png', 'loss.png', 'eval.png')  # what a run writes beside its checkpoints
 
+TRAIN_OBJECTIVES, TRAIN_LOSSES = ('eps', 'x0', 'v', 'flow'), ('simple', 'hybrid')  # --objective (lesson 15) and --loss (lesson 11's L_hybrid)
+TRAIN_DEFAULTS.update(objective='eps', loss='simple')
+FIXED_ON_RESUME += ('objective', 'loss')  # the weights learned one target with one loss
+
 def train_parser() -> argparse.ArgumentParser:
     "The arguments of `dc-train` (every default is None here and filled in from `TRAIN_DEFAULTS` or the resumed run)."
     p = argparse.ArgumentParser(prog='dc-train', description='Train a diffusion model from the registry; writes checkpoints, '
@@ -172,6 +181,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--attrs', help='CelebA (or a folder in its layout): the attributes to condition on, comma-separated, e.g. Smiling,Male (default: all 40)')
     p.add_argument('--schedule', choices=SCHEDULES, help=f"noise schedule (default {d['schedule']})")
     p.add_argument('--T', type=int, help=f"diffusion steps (default {d['T']})")
+    p.add_argument('--objective', choices=TRAIN_OBJECTIVES, help="what the model predicts: eps, x0 or v on the schedule's chain, or flow "
+                   "matching's velocity (default eps); dc-sample and dc-eval read it from the checkpoint")
+    p.add_argument('--loss', choices=TRAIN_LOSSES, help="simple: MSE on the prediction; hybrid: + 0.001 L_vlb with a learned variance "
+                   "(improved DDPM; --objective eps, x0 or v) (default simple)")
     p.add_argument('--steps', type=int, help=f"optimizer steps (default {d['steps']})")
     p.add_argument('--batch-size', type=int, help=f"per process (default {d['batch_size']})")
     p.add_argument('--lr', type=float, help=f"peak learning rate (default {d['lr']})")
@@ -277,15 +290,44 @@ def resolve_train_args(args: argparse.Namespace) -> dict:
     return opts
 
 # %% ../nbs/21_cli.ipynb #23da76fb
-def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50, eta: float = 0.0,
+SAMPLER_CHOICES = ('ddpm',) + SAMPLERS  # dc-sample and dc-eval --sampler: lesson 10's ancestral chain, lesson 13's DDIM, lesson 16's samplers
+ETA_SAMPLERS = ('ddim', 'euler_a')  # the samplers --eta sets the noise of
+
+def objective_process(objective: str,  # a dc-train --objective: 'eps', 'x0', 'v' or 'flow'
+                      sched: ddpm.Schedule) -> tuple[Process, str]:
+    "The process and the prediction a model trained with `objective` samples with: the schedule's discrete chain, or flow matching's straight path."
+    if objective in ('eps', 'x0', 'v'): return DiscreteVP(sched), objective
+    if objective == 'flow': return Flow(), 'velocity'
+    raise ValueError(f"unknown objective {objective!r}; expected one of {TRAIN_OBJECTIVES}")
+
+def make_sampler_for(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50,
+                     eta: float | None = None,  # ddim's noise (default 0) or euler_a's (default 1); no other sampler takes it
+                     objective: str = 'eps',  # what the model was trained to predict (dc-train --objective)
+                     learned_variance: bool = False,  # the model outputs a variance (dc-train --loss hybrid): DDPM samples with it
+                     clip_x0: bool = True):  # clip x0_hat to [-1, 1] (images; not latents)
+    "The sampler object of `SAMPLER_CHOICES` for a model trained with `objective`: DDPM and DDIM on the discrete chain as before, the rest on the objective's process; x0_hat clipped to [-1, 1] unless `clip_x0=False`."
+    if sampler not in SAMPLER_CHOICES: raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLER_CHOICES}")
+    if eta is not None and not eta >= 0: raise ValueError(f"eta must be >= 0, got {eta}")
+    if eta and sampler not in ETA_SAMPLERS: raise ValueError(f"eta applies to sampler ddim only (or euler_a); got eta={eta} with sampler {sampler!r}")
+    process, prediction = objective_process(objective, sched)
+    if sampler == 'ddpm':
+        if objective == 'flow':
+            raise ValueError(f"sampler 'ddpm' walks the discrete chain of an eps, x0 or v model; this model's objective is 'flow': "
+                             f"use one of {', '.join(SAMPLERS)}")
+        return ddpm.DDPMSampler(sched, 'learned_range' if learned_variance else 'beta_tilde', steps=steps, prediction=prediction, clip_x0=clip_x0)
+    if sampler == 'ddim' and objective != 'flow':
+        return DDIMSampler(sched, steps=steps, eta=eta or 0.0, spacing='trailing', clip_x0=clip_x0, prediction=prediction)
+    kw = {'eta': 1.0 if eta is None else eta} if sampler == 'euler_a' else {'eta': eta or 0.0} if sampler == 'ddim' else {}
+    return make_sampler(sampler, process, steps, prediction, clip_x0=clip_x0, **kw)  # on Flow, 'ddim' is Euler (Euler ancestral with eta > 0)
+
+def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50, eta: float | None = None,
                    cfg_scale: float = 1.0, num_classes: int = 0, keep_x0: bool = False,
+                   objective: str = 'eps',  # what the model predicts (dc-train --objective)
+                   learned_variance: bool = False,  # the model outputs a learned variance (dc-train --loss hybrid)
                    decoder=None,  # a latent model's autoencoder (`latent.Autoencoder`): x0_hat is not clipped, the result is decoded
                    bf16: bool = False):  # the model's forward under bf16 autocast (`core.autocast`); the sampler's arithmetic stays fp32
-    "A callable (model, x_T, y) -> x0 (or (x0, frames) with `keep_x0`): DDPM or DDIM sampling, guided when cfg_scale != 1."
-    clip = decoder is None  # latents are not images in [-1, 1]
-    if sampler == 'ddim': s = DDIMSampler(sched, steps=steps, eta=eta, spacing='trailing', clip_x0=clip)
-    elif sampler == 'ddpm': s = ddpm.DDPMSampler(sched, steps=steps, clip_x0=clip)
-    else: raise ValueError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
+    "A callable (model, x_T, y) -> x0 (or (x0, frames) with `keep_x0`): any sampler of `SAMPLER_CHOICES` on the model's objective, guided when cfg_scale != 1."
+    s = make_sampler_for(sched, sampler, steps, eta, objective, learned_variance, clip_x0=decoder is None)  # latents are not images in [-1, 1]
     def sample_fn(model, x_T, y):
         net = model
         if cfg_scale != 1 and y is not None:
@@ -294,12 +336,36 @@ def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50,
             inner = net
             def net(x, t, y=None):
                 with autocast(x.device, True): return inner(x, t, y).float()
-        out = ddpm.sample_loop(net, s, x_T=x_T, y=y, keep_x0=keep_x0, keep_every=max(1, len(s.timesteps()) // 20))
+        out = run_sampler(net, s, x_T=x_T, y=y, keep_x0=keep_x0, keep_every=max(1, len(s.timesteps()) // 20))
         if decoder is None: return out
         dev = next(decoder.parameters()).device
         decode = torch.no_grad()(lambda z: decoder.decode(z.to(dev)).clamp(-1, 1).to(z.device))  # (B, C, H, W) images
         return (decode(out[0]), [decode(f) for f in out[1]]) if keep_x0 else decode(out)
+    sample_fn.sampler = s  # its evaluations: len(sample_fn.sampler.timesteps())
     return sample_fn
+
+def sample_fn_for(config: dict,  # a checkpoint's config (from `load_trained`, or `build_run`'s)
+                  sampler: str = 'ddim', steps: int = 50, eta: float | None = None, cfg_scale: float = 1.0, keep_x0: bool = False,
+                  bf16: bool = False,  # the model's forward under bf16 autocast
+                  decoder=None):  # a latent run's autoencoder (`latent.load_run_autoencoder`)
+    "`make_sample_fn` for the model a dc-train config describes: its schedule, objective, variance and classes."
+    objective = config.get('objective', 'eps')  # runs from before --objective trained eps
+    return make_sample_fn(make_schedule(config['schedule'], config['T']), sampler, steps, eta, cfg_scale if config['num_classes'] else 1.0,
+                          config['num_classes'], keep_x0, objective, bool(config.get('learned_variance', False)), decoder, bf16)
+
+def make_loss(opts: dict,  # the run's options: objective and loss
+              sched: ddpm.Schedule):
+    "The training loss of --objective and --loss: L_simple on eps, x0 or v, flow matching's velocity loss, or improved DDPM's L_hybrid."
+    obj, kind = opts['objective'], opts['loss']
+    if obj not in TRAIN_OBJECTIVES: raise UsageError(f"unknown --objective {obj!r}; expected one of {', '.join(TRAIN_OBJECTIVES)}")
+    if kind not in TRAIN_LOSSES: raise UsageError(f"unknown --loss {kind!r}; expected one of {', '.join(TRAIN_LOSSES)}")
+    if kind == 'hybrid':
+        if obj == 'flow':
+            raise UsageError("--loss hybrid learns the variance of the discrete chain's posterior (L_vlb), so it needs --objective eps, x0 or v; "
+                             "got --objective flow (its sampler is an ODE: train it with --loss simple)")
+        return functools.partial(l_hybrid, sched=sched, prediction=obj)  # improved DDPM eq. 16
+    if obj == 'flow': return make_objective('flow')  # velocity eps - x0 at logit-normal times (lesson 15)
+    return functools.partial(ddpm.l_simple, sched=sched, prediction=obj)  # DDPM eq. 14 on the chosen target
 
 def _load_data(opts: dict):
     attrs = [a.strip() for a in opts['attrs'].split(',') if a.strip()] if opts.get('attrs') else None
@@ -331,7 +397,9 @@ def build_run(opts: dict, world: int = 1, device=None) -> dict:
     if data.multi_hot: overrides['multi_hot'] = True
     seed_everything(opts['seed'])
     sched = make_schedule(opts['schedule'], opts['T'])
-    loss = functools.partial(ddpm.l_simple, sched=sched)
+    loss = make_loss(opts, sched)  # a combination that does not fit stops here
+    if opts['loss'] == 'hybrid': overrides['learn_sigma'] = True  # the variance channels L_vlb trains
+    model = build(opts['model'], **overrides)
     if not K: loss = unconditional(loss)
     x0, y = data.batch(torch.arange(min(2, len(data))))
     try:
@@ -341,7 +409,8 @@ def build_run(opts: dict, world: int = 1, device=None) -> dict:
         if ae is None: raise
         raise UsageError(f"--model {opts['model']} cannot take the latents {list(data.shape)} that --autoencoder {opts['autoencoder']} makes "
                          f"from {ae_record['image_shape']} images: {e}") from e
-    config = {'args': opts, 'model': spec(model), 'schedule': opts['schedule'], 'T': opts['T'], 'prediction': 'eps',
+    config = {'args': opts, 'model': spec(model), 'schedule': opts['schedule'], 'T': opts['T'], 'objective': opts['objective'], 'loss': opts['loss'],
+              'prediction': objective_process(opts['objective'], sched)[1], 'learned_variance': opts['loss'] == 'hybrid',
               'image_shape': [C, H, W], 'num_classes': K, 'multi_hot': data.multi_hot, 'classes': data.classes, 'dataset': opts['dataset']}
     if ae is not None: config['autoencoder'] = ae_record  # image_shape above is the latent the model sees; the record says how to decode it
     return dict(data=data, model=model, sched=sched, loss=loss, config=config, autoencoder=ae)
@@ -402,8 +471,8 @@ def train(argv=None) -> dict:
         out, opts, run, ck = _on_every_rank(world, prepare)
         K = run['config']['num_classes']
         bf16 = bool(opts['bf16']) and bf16_pays(device)
-        sample_fn = make_sample_fn(run['sched'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'] if K else 1.0, num_classes=K,
-                                   decoder=run['autoencoder'], bf16=bf16)
+        sample_fn = sample_fn_for(run['config'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'], bf16=bf16,
+                                  decoder=run['autoencoder'])  # the run's objective; unguided without classes
         scored = opts['dataset'] == 'mnist-offline'  # the course's evaluator (digit classifier features, held-out digits, ruler)
         if opts['eval_every'] and not scored:
             raise UsageError(f"--eval-every scores mnist-offline runs (the course's ruler is for digits); this run trains on {opts['dataset']!r}")
@@ -573,9 +642,10 @@ def sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='dc-sample', description='Sample from a dc-train checkpoint; writes a grid (and a GIF of the denoising).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--ckpt', required=True, help='a checkpoint folder, or a run folder (its newest checkpoint)')
-    p.add_argument('--sampler', choices=('ddpm', 'ddim'), default='ddim')
+    p.add_argument('--sampler', choices=SAMPLER_CHOICES, default='ddim', help="ddpm, ddim, or a sampler of lesson 16 (heun and edm take "
+                   "2 x steps - 1 model evaluations); the checkpoint's objective decides what the model's output means")
     p.add_argument('--steps', type=int, default=50, help='sampling steps')
-    p.add_argument('--eta', type=float, default=0.0, help='DDIM noise (0: deterministic; 1: DDPM-like)')
+    p.add_argument('--eta', type=float, help='noise of ddim (default 0: deterministic; 1: DDPM-like) or euler_a (default 1)')
     p.add_argument('--cfg-scale', type=float, default=1.0, help='classifier-free guidance scale (1: none)')
     p.add_argument('--labels', help='comma-separated class indices or names (multi-hot models: attribute names); default: every class in turn')
     p.add_argument('--n', type=int, default=40, help=f"number of samples (at most {LIMITS['samples']:,}; {LIMITS['gif_samples']:,} with --gif)")
@@ -623,9 +693,9 @@ def sample(argv=None) -> Path:
         raise UsageError(f"--gif keeps every sample in every frame: --n must be at most {LIMITS['gif_samples']:,} with it, got {args.n:,}")
     if args.nrow is not None and args.nrow < 1: raise UsageError(f"--nrow must be >= 1, got {args.nrow}")
     for k in ('eta', 'cfg_scale'):
-        if not math.isfinite(getattr(args, k)): raise UsageError(f"{_flag(k)} must be a finite number, got {getattr(args, k)}")
-    if args.eta < 0: raise UsageError(f"--eta must be >= 0, got {args.eta}")
-    if args.sampler == 'ddpm' and args.eta: raise UsageError("--eta applies to --sampler ddim only")
+        if getattr(args, k) is not None and not math.isfinite(getattr(args, k)): raise UsageError(f"{_flag(k)} must be a finite number, got {getattr(args, k)}")
+    if args.eta is not None and args.eta < 0: raise UsageError(f"--eta must be >= 0, got {args.eta}")
+    if args.eta and args.sampler not in ETA_SAMPLERS: raise UsageError(f"--eta applies to --sampler ddim only (or euler_a); got --eta {args.eta} with --sampler {args.sampler}")
     if not 0 <= args.seed < 2**32: raise UsageError(f"--seed must lie in [0, 2**32), got {args.seed}")
     out = check_out_file(args.out, '--out')
     gif = check_out_file(args.gif, '--gif', ('.gif', '.png', '.webp')) if args.gif else None
@@ -642,9 +712,9 @@ def sample(argv=None) -> Path:
     y = parse_labels(args.labels, args.n, config)
     from diffusion_course.latent import load_run_autoencoder
     ae, shape = load_run_autoencoder(config, device)  # a latent model's autoencoder (None in pixel space); shape: the images' (C, H, W)
-    fn = make_sample_fn(sched, args.sampler, args.steps, args.eta, args.cfg_scale, K, keep_x0=bool(gif), decoder=ae)
+    fn = sample_fn_for(config, args.sampler, args.steps, args.eta, args.cfg_scale, keep_x0=bool(gif), decoder=ae)  # the checkpoint's objective
     nrow = args.nrow or (K if K and not config.get('multi_hot') and args.n % K == 0 and not args.labels else 8)
-    seed_everything(args.seed)  # DDPM's (and DDIM's eta > 0) noise comes from the global generator
+    seed_everything(args.seed)  # DDPM's (and DDIM's eta > 0, euler_a's, edm's) noise comes from the global generator
     g = make_generator(args.seed, device)
     grid, frames = GridCanvas(args.n, shape, nrow), None
     starts = range(0, args.n, args.batch_size)
@@ -660,7 +730,7 @@ def sample(argv=None) -> Path:
                 for canvas, f in zip(frames, steps): canvas.add(f)
     _write_atomic(out, lambda p: Image.fromarray(grid.pixels).save(p))
     if gif: _write_atomic(gif, lambda p: save_gif([c.pixels for c in frames], p, duration=80))
-    print(f"dc-sample: {args.n} samples from {config['checkpoint']} ({args.sampler}, {args.steps} steps, cfg scale {args.cfg_scale}) -> {out}"
+    print(f"dc-sample: {args.n} samples from {config['checkpoint']} ({args.sampler}, {args.steps} steps = {len(fn.sampler.timesteps())} model evaluations, cfg scale {args.cfg_scale}) -> {out}"
           + (f" and {gif}" if gif else ''), file=sys.stderr)
     return out
 
@@ -676,10 +746,10 @@ def eval_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('run', help='a run folder (its newest checkpoint) or a checkpoint folder')
     p.add_argument('--n', type=int, default=500, help='samples (class-balanced); the ruler uses the same N')
-    p.add_argument('--sampler', choices=('ddpm', 'ddim'), help="default: the run's own (ddim)")
-    p.add_argument('--steps', type=int, help="sampling steps (default: the run's --sample-steps for ddim, T for ddpm)")
+    p.add_argument('--sampler', choices=SAMPLER_CHOICES, help="default: the run's own (ddim); the checkpoint's objective decides what the model's output means")
+    p.add_argument('--steps', type=int, help="sampling steps (default: T for ddpm, the run's --sample-steps for the others)")
     p.add_argument('--cfg-scale', type=float, help="guidance scale (default: the run's --cfg-scale)")
-    p.add_argument('--eta', type=float, default=0.0, help='DDIM noise')
+    p.add_argument('--eta', type=float, help='noise of ddim (default 0) or euler_a (default 1)')
     p.add_argument('--seed', type=int, default=0, help='seed of the starting noise')
     p.add_argument('--raw', action='store_true', help='the raw weights instead of the EMA')
     p.add_argument('--batch-size', type=int, default=250, help='images sampled at once')
@@ -695,7 +765,8 @@ def evaluate(argv=None) -> dict:
     args = eval_parser().parse_args(argv)
     if args.n < 6 or (args.steps is not None and args.steps < 1) or args.batch_size < 1:
         raise UsageError(f"need --n >= 6, --steps >= 1 and --batch-size >= 1, got --n {args.n}, --steps {args.steps}, --batch-size {args.batch_size}")
-    if args.eta < 0 or (args.sampler == 'ddpm' and args.eta): raise UsageError(f"--eta must be >= 0 and applies to --sampler ddim only, got {args.eta}")
+    if args.eta is not None and (not args.eta >= 0 or (args.eta and (args.sampler or 'ddim') not in ETA_SAMPLERS)):
+        raise UsageError(f"--eta must be >= 0 and applies to --sampler ddim only (or euler_a); got --eta {args.eta} with --sampler {args.sampler or 'ddim'}")
     device = torch.device(args.device) if args.device else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
     load_checkpoint(args.run)  # a missing or broken checkpoint stops here, with its own message
     res = evaluate_checkpoint(args.run, n=args.n, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, eta=args.eta,

@@ -511,10 +511,10 @@ def generate(model: nn.Module,
 
 def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) or a checkpoint folder
                         n: int = 500,  # samples, class-balanced; the ruler is measured at the same N
-                        sampler: str | None = None,  # 'ddim' or 'ddpm' (default: the run's own, DDIM)
-                        steps: int | None = None,  # default: the run's --sample-steps for DDIM, T for DDPM
+                        sampler: str | None = None,  # one of `cli.SAMPLER_CHOICES` (default: the run's own, DDIM)
+                        steps: int | None = None,  # default: T for DDPM, the run's --sample-steps for the others
                         cfg_scale: float | None = None,  # default: the run's --cfg-scale (1 for an unconditional model)
-                        eta: float = 0.0,  # DDIM noise
+                        eta: float | None = None,  # DDIM's noise (default 0) or Euler ancestral's (default 1)
                         seed: int = 0,
                         ema: bool = True,  # the EMA weights (False: the raw ones)
                         evaluator: Evaluator | None = None,  # default: `Evaluator.mnist` for an mnist-offline run
@@ -522,8 +522,7 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
                         bf16: bool | None = None,  # the model's forward under bf16 autocast (default: as the run trained, where it pays)
                         progress: bool = True) -> dict:
     "Sample `n` class-balanced images from a checkpoint, score them and the ruler: {'protocol', 'metrics', 'ruler', 'seconds'}."
-    from diffusion_course.cli import load_trained, make_sample_fn, parse_labels
-    from diffusion_course.diffusion.schedules import make_schedule
+    from diffusion_course.cli import load_trained, parse_labels, sample_fn_for
     from diffusion_course.core import bf16_pays
     t0 = time.time()
     model, config = load_trained(path, ema=ema, device=device or 'cpu')
@@ -531,7 +530,7 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
     ae, image_shape = load_run_autoencoder(config, device or 'cpu')  # a latent model decodes (ae None in pixel space)
     args, K = config.get('args', {}), config['num_classes']
     sampler = sampler or 'ddim'
-    steps = steps or (args.get('sample_steps', 50) if sampler == 'ddim' else config['T'])
+    steps = steps or (config['T'] if sampler == 'ddpm' else args.get('sample_steps', 50))
     cfg_scale = (args.get('cfg_scale', 1.0) if cfg_scale is None else cfg_scale) if K else 1.0
     if n < 1 or not 1 <= steps <= config['T']: raise ValueError(f"need n >= 1 and steps in [1, {config['T']}], got n={n}, steps={steps}")
     if evaluator is None:
@@ -542,7 +541,7 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
     if evaluator.real is not None and n > len(evaluator.real):
         raise ValueError(f"the ruler has {len(evaluator.real)} real images besides the reference: n must be at most that, got {n}")
     if bf16 is None: bf16 = bool(args.get('bf16', False)) and bf16_pays(device or 'cpu')
-    sample_fn = make_sample_fn(make_schedule(config['schedule'], config['T']), sampler, steps, eta, cfg_scale, K, decoder=ae, bf16=bf16)
+    sample_fn = sample_fn_for(config, sampler, steps, eta, cfg_scale, bf16=bf16, decoder=ae)  # the run's objective (eps, x0, v or flow), variance and autoencoder
     y = parse_labels(None, n, config)  # 0, 1, ..., K-1, 0, ... (multi-hot: the null condition; unconditional: None)
     t1 = time.time()
     x = generate(model, sample_fn, n, tuple(config['image_shape']), y, seed=seed, batch_size=batch_size, device=device, progress=progress)

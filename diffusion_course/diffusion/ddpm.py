@@ -264,7 +264,7 @@ def sample_loop(model,  # called as model(x_t, t, y)
     if progress: pairs = progress_bar(pairs, desc='sampling')
     n = len(pairs)
     for i, (t, t_prev) in enumerate(pairs):
-        tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+        tt = torch.full((len(x),), t, device=x.device, dtype=(torch.float64 if x.dtype == torch.float64 else torch.float32) if isinstance(t, float) else torch.long)  # whole steps as integers; lesson 16's fractional times as floats
         x, x0_hat = sampler.step(model(x, tt, y), x, t, t_prev, generator=generator)
         if keep_x0 and (i % keep_every == 0 or i == n - 1): frames.append(x0_hat.detach().cpu())
     return (x, frames) if keep_x0 else x

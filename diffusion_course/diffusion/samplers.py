@@ -9,14 +9,13 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from ..core import progress_bar
-from .ddpm import split_output
+from .ddpm import sample_loop, split_output
 from .ddim import DDIMSampler
 from .continuous import PREDICTIONS, Coefs, DiscreteVP, Process, to_x0_eps
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'sample', 'Move', 'Sampler', 'EulerSampler', 'HeunSampler', 'EDMSampler', 'EulerAncestralSampler',
-           'DPMSolverSampler', 'make_sampler']
+           'DPMSolverSampler', 'make_sampler', 'steps_for_evals']
 
 # %% ../../nbs/16_samplers.ipynb #bb112e2d
 @torch.no_grad()
@@ -30,22 +29,14 @@ def sample(model,  # called as model(x_t, t, y)
            keep_x0: bool = False,  # also return x0_hat at every step (for GIFs of the denoising)
            keep_every: int = 1,  # keep one x0_hat out of every `keep_every` steps (and always the last)
            progress: bool = False):
-    "Run any sampler from noise to data, one model call per step; returns x_0, or (x_0, [x0_hat per kept step]) with `keep_x0`."
+    "Run any sampler from noise to data through lesson 10's `sample_loop`, the noise scaled by the sampler's `init_std`; returns x_0, or (x_0, [x0_hat per kept step]) with `keep_x0`."
     if x_T is None:
         if shape is None: raise ValueError("sample needs either shape or x_T")
         device = device or (generator.device if generator is not None else 'cpu')
         x_T = torch.randn(tuple(shape), generator=generator, device=device)
     if hasattr(sampler, 'reset'): sampler.reset()
-    x, frames = x_T * float(getattr(sampler, 'init_std', 1.0)), []
-    t_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    pairs = sampler.timesteps()
-    if progress: pairs = progress_bar(pairs, desc='sampling')
-    n = len(pairs)
-    for i, (t, t_prev) in enumerate(pairs):
-        tt = torch.full((len(x),), t, device=x.device, dtype=torch.long if isinstance(t, int) else t_dtype)
-        x, x0_hat = sampler.step(model(x, tt, y), x, t, t_prev, generator=generator)
-        if keep_x0 and (i % keep_every == 0 or i == n - 1): frames.append(x0_hat.detach().cpu())
-    return (x, frames) if keep_x0 else x
+    return sample_loop(model, sampler, x_T=x_T * float(getattr(sampler, 'init_std', 1.0)), y=y, generator=generator,
+                       keep_x0=keep_x0, keep_every=keep_every, progress=progress)
 
 # %% ../../nbs/16_samplers.ipynb #cd89cf94
 class Move(NamedTuple):
@@ -262,3 +253,16 @@ def make_sampler(name: str,  # one of `SAMPLERS`
         return EulerAncestralSampler(process, steps, prediction, eta=eta, **kwargs) if eta else EulerSampler(process, steps, prediction, **kwargs)
     if name not in classes: raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS}")
     return classes[name](process, steps, prediction, **kwargs)
+
+def steps_for_evals(name: str,  # one of `SAMPLERS`
+                    process: Process,
+                    evals: int,  # the budget of model evaluations
+                    prediction: str = 'eps', **kwargs) -> int:  # passed to `make_sampler`
+    "The most grid steps whose run of sampler `name` takes at most `evals` model evaluations (compare samplers at equal cost)."
+    if not isinstance(evals, int) or evals < 1: raise ValueError(f"evals must be an integer >= 1, got {evals!r}")
+    count = lambda n: len(make_sampler(name, process, n, prediction, **kwargs).timesteps())
+    if count(1) > evals: raise ValueError(f"sampler {name!r} takes {count(1)} evaluations for one step, more than evals={evals}")
+    n = max(1, (evals - 1) // 2)  # every method here takes one or two evaluations per step
+    if count(n) > evals: n = 1
+    while n < evals and count(n + 1) <= evals: n += 1  # evaluations never fall as steps grow
+    return n
