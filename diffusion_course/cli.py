@@ -485,7 +485,8 @@ def load_trained(path,  # a checkpoint folder, or a run folder (its newest check
     model = model_from_spec(config['model'], where)
     if ema:
         if 'ema' not in ck['weights']: raise CheckpointError(f"{where} has no EMA weights (use the raw weights instead: --raw)")
-        sd = {k[len('ema_model.'):]: v for k, v in ck['weights']['ema'].items() if k.startswith('ema_model.')}
+        from diffusion_course.interop import ema_state_dict
+        sd = ema_state_dict(ck['weights']['ema'])  # ema-pytorch's saved state (prefix 'ema_model.', its counters) or a clean one
     else: sd = ck['weights']['model']
     bad = nonfinite({'ema' if ema else 'model': sd})
     if bad:
