@@ -23,14 +23,15 @@ grep -q "^## \[\?$version\]\?" CHANGELOG.md || { echo "RELEASE CHECK FAILED: CHA
 
 echo "== a fresh virtual environment with torch==2.13.0 only"
 $PY -m venv "$WORK/base"
-"$WORK/base/bin/python" -m pip install -q ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
+quiet_pip() { "$@" > "$WORK/pip.log" 2>&1 || { tail -30 "$WORK/pip.log"; echo "RELEASE CHECK FAILED: $*"; exit 1; }; }
+quiet_pip "$WORK/base/bin/python" -m pip install -q ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} torch==2.13.0
 "$WORK/base/bin/python" -c "import torch; print('torch', torch.__version__)"
 
 for dist in dist/*.whl dist/*.tar.gz; do
   echo "== $dist: install into a copy of that environment, smoke test"
   venv="$WORK/venv-$(basename "$dist")"
   cp -a "$WORK/base" "$venv"  # pip and the console scripts below are called through this venv's own python and bin/
-  "$venv/bin/python" -m pip install -q "$ROOT/$dist" 2>&1 | grep -v '^WARNING: Location' || true
+  quiet_pip "$venv/bin/python" -m pip install -q "$ROOT/$dist"
   "$venv/bin/python" -m pip check
   (cd "$WORK" && PATH="$venv/bin:$PATH" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MPLBACKEND=Agg "$venv/bin/python" "$ROOT/scripts/smoke_test.py") \
     || { echo "RELEASE CHECK FAILED: smoke test of $dist"; exit 1; }
