@@ -144,7 +144,8 @@ def _torchvision():
         return torchvision
     except Exception as e:  # missing, or a build that does not match this torch
         raise ImportError(f"this dataset is loaded through torchvision, which could not be imported ({type(e).__name__}: {e}). "
-                          "Install it with pip install \"diffusion_course[datasets]\" (torchvision, as Colab has it) "
+                          f"Install it with pip install \"diffusion_course[datasets]\" torch=={torch.__version__.split('+')[0]} (torchvision "
+                          "built for this torch; without the pin pip may replace torch), "
                           "or use --dataset mnist-offline "
                           "or a folder of images.") from e
 
