@@ -144,7 +144,7 @@ def diffusers_scheduler(sched: Schedule,  # the course schedule the model was tr
     base = dict(num_train_timesteps=sched.T, trained_betas=sched.beta.float().numpy(), clip_sample=False)
     if kind == 'ddim': s = diffusers.DDIMScheduler(**{'set_alpha_to_one': True, 'steps_offset': 0, **base, **kwargs})
     else: s = diffusers.DDPMScheduler(**{'variance_type': 'fixed_small', **base, **kwargs})
-    s.alphas_cumprod = sched.alpha_bar.clone()  # diffusers keeps a float32 cumulative product, which drifts by ~1e-6
+    s.alphas_cumprod = sched.alpha_bar.clone()  # diffusers keeps a float32 cumulative product, which drifts from ours
     return s
 
 # %% ../nbs/80_interop.ipynb #f0b4bcbf
