@@ -21,8 +21,8 @@ readme = meta.get_payload() if hasattr(meta, 'get_payload') else meta['Descripti
 relative = [t for t in re.findall(r'\]\(([^)\s]+)\)', readme) if not re.match(r'[a-z][a-z0-9+.-]*:|#', t)]
 assert not relative, f"relative links on the package index's page: {relative[:5]}"
 
-x_all, y_all = mnist_offline(size=32, split='all')  # the digits ship in the wheel
-assert x_all.shape == (5000, 1, 32, 32) and y_all.shape == (5000,), (x_all.shape, y_all.shape)
+digits = mnist_offline(size=32, split='all')  # the digits ship in the wheel
+assert digits.x.shape == (5000, 1, 32, 32) and digits.y.shape == (5000,), (digits.x.shape, digits.y.shape)
 for name in list_models(tiny=True):
     m = build(name).eval()
     c = m.config
