@@ -28,7 +28,7 @@ from .training import (EMA, Checkpoint, CheckpointError, LossPlot, ProgressBar, 
 # %% auto #0
 __all__ = ['LIMITS', 'OUT_OF_MEMORY', 'IMAGE_OUT', 'TRAIN_DEFAULTS', 'EVAL_MAX', 'FIXED_ON_RESUME', 'RUN_FILES',
            'TRAIN_OBJECTIVES', 'TRAIN_LOSSES', 'SAMPLER_CHOICES', 'ETA_SAMPLERS', 'UsageError', 'check_device',
-           'check_out_dir', 'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run',
+           'pick_device', 'check_out_dir', 'check_out_file', 'lock_run', 'unlock_run', 'train_parser', 'saved_run',
            'resolve_train_args', 'objective_process', 'make_sampler_for', 'make_sample_fn', 'sample_fn_for',
            'make_loss', 'unconditional', 'build_run', 'train', 'train_main', 'model_from_spec', 'load_trained',
            'parse_labels', 'sample_parser', 'GridCanvas', 'sample', 'sample_main', 'eval_parser', 'evaluate',
@@ -86,6 +86,15 @@ def check_device(name: str | None) -> torch.device | None:
         if mps is None or not mps.is_available(): raise UsageError(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu")
         return dev
     raise UsageError(f"--device {name}: expected cpu, cuda, cuda:N or mps, got a {dev.type!r} device")
+
+def pick_device(name: str | None) -> torch.device:
+    "`--device` checked, or the default: CUDA if present, else Apple's MPS (in a single process), else the CPU."
+    dev = check_device(name)
+    if dev is not None: return dev
+    if torch.cuda.is_available(): return torch.device('cuda')  # setup_distributed makes it cuda:LOCAL_RANK
+    mps = getattr(torch.backends, 'mps', None)
+    if mps is not None and mps.is_available() and dist_info()[1] == 1: return torch.device('mps')
+    return torch.device('cpu')
 
 def _nearest_existing(p: Path) -> Path:
     "`p`, or its nearest ancestor that exists."
@@ -203,7 +212,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--sample-steps', type=int, help=f"DDIM steps for the GIF frames and samples (default {d['sample_steps']})")
     p.add_argument('--cfg-scale', type=float, help=f"guidance scale for the GIF frames and samples (default {d['cfg_scale']})")
     p.add_argument('--n-samples', type=int, help=f"images per GIF frame and in samples.png (default {d['n_samples']})")
-    p.add_argument('--device', help='cpu, cuda, cuda:1, mps (default: CUDA if present)')
+    p.add_argument('--device', help='cpu, cuda, cuda:1, mps (default: CUDA if present, else MPS, else CPU)')
     p.add_argument('--eval-n', type=int, help=f"samples scored at the end (FD, KID, precision/recall, copies, class accuracy beside the ruler; "
                    f"mnist-offline runs), written to metrics.json; 0: none (default {d['eval_n']})")
     p.add_argument('--eval-every', type=int, help='also score 100 samples every this many steps: FD against steps and training time in eval.png (default: never)')
@@ -450,7 +459,7 @@ def _final_eval(out: Path, trainer: Trainer, opts: dict, device, bf16: bool) -> 
 def train(argv=None) -> dict:
     "`dc-train`: parse, check, build, train; returns a summary (steps, seconds, steps per second, paths)."
     args = train_parser().parse_args(argv)
-    rank, world, device = setup_distributed(check_device(args.device))
+    rank, world, device = setup_distributed(pick_device(args.device))
     lock = None
     try:
         def prepare():  # on every process; rank 0 also takes the run's lock before reading it
@@ -490,6 +499,8 @@ def train(argv=None) -> dict:
             from diffusion_course.evaluation import EvalCallback
             callbacks.append(EvalCallback(sample_fn, every=opts['eval_every'], n=100, num_classes=K, seed=opts['seed'], verbose=not opts['quiet'],
                                           describe={'sampler': 'ddim', 'steps': opts['sample_steps'], 'cfg_scale': opts['cfg_scale'] if K else None}))
+        from diffusion_course.training import MetricsLog
+        callbacks.append(MetricsLog(out / 'log.csv', every=10))  # step, loss, lr, steps/s, seconds: written as the run goes
         if not opts['quiet']: callbacks.append(ProgressBar())
         trainer = Trainer(run['model'], run['loss'], run['data'], steps=opts['steps'], batch_size=opts['batch_size'], lr=opts['lr'],
                           warmup=opts['warmup'], decay=opts['decay'], grad_clip=opts['grad_clip'] or None, accum=opts['accum'],
@@ -521,7 +532,7 @@ def train(argv=None) -> dict:
                       "(build an Evaluator for it: lesson 60)", file=sys.stderr)
             (out / 'summary.json').write_text(json.dumps(summary, indent=2))
             print(f"dc-train: {summary['steps']} steps in {secs:.0f} s ({summary['steps_per_s']} steps/s on {world} x {device}); "
-                  f"wrote {out}/: samples.png, progress.gif, loss.png, {trainer.checkpointer.last.name}/"
+                  f"wrote {out}/: samples.png, progress.gif, loss.png, log.csv, {trainer.checkpointer.last.name}/"
                   + (", metrics.json" if 'eval' in summary else ''), file=sys.stderr)
         return summary
     except KeyboardInterrupt as e:
@@ -606,7 +617,8 @@ def load_trained(path,  # a checkpoint folder, or a run folder (its newest check
     model = model_from_spec(config['model'], where)
     if ema:
         if 'ema' not in ck['weights']: raise CheckpointError(f"{where} has no EMA weights (use the raw weights instead: --raw)")
-        sd = {k[len('ema_model.'):]: v for k, v in ck['weights']['ema'].items() if k.startswith('ema_model.')}
+        from diffusion_course.interop import ema_state_dict
+        sd = ema_state_dict(ck['weights']['ema'])  # ema-pytorch's saved state (prefix 'ema_model.', its counters) or a clean one
     else: sd = ck['weights']['model']
     bad = nonfinite({'ema' if ema else 'model': sd})
     if bad:
@@ -700,7 +712,7 @@ def sample(argv=None) -> Path:
     out = check_out_file(args.out, '--out')
     gif = check_out_file(args.gif, '--gif', ('.gif', '.png', '.webp')) if args.gif else None
     if gif is not None and gif.resolve() == out.resolve(): raise UsageError(f"--out and --gif name the same file {str(out)!r}")
-    device = check_device(args.device) or (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
+    device = pick_device(args.device)
     try: model, config = load_trained(args.ckpt, ema=not args.raw, device=device)
     except CheckpointError as e:
         if e.fallback is None: raise
@@ -755,7 +767,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-size', type=int, default=250, help='images sampled at once')
     p.add_argument('--out', help='where to write metrics.json (default: inside RUN)')
     p.add_argument('--grid', help='also write the first 100 scored samples as an image grid here')
-    p.add_argument('--device', help='default: CUDA if present')
+    p.add_argument('--device', help='cpu, cuda, cuda:1, mps (default: CUDA if present, else MPS, else CPU)')
     p.add_argument('--fp32', action='store_true', help="the model's forward in fp32 (default: bf16 autocast where it pays, as the run trained)")
     return p
 
@@ -767,7 +779,7 @@ def evaluate(argv=None) -> dict:
         raise UsageError(f"need --n >= 6, --steps >= 1 and --batch-size >= 1, got --n {args.n}, --steps {args.steps}, --batch-size {args.batch_size}")
     if args.eta is not None and (not args.eta >= 0 or (args.eta and (args.sampler or 'ddim') not in ETA_SAMPLERS)):
         raise UsageError(f"--eta must be >= 0 and applies to --sampler ddim only (or euler_a); got --eta {args.eta} with --sampler {args.sampler or 'ddim'}")
-    device = torch.device(args.device) if args.device else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
+    device = pick_device(args.device)
     load_checkpoint(args.run)  # a missing or broken checkpoint stops here, with its own message
     res = evaluate_checkpoint(args.run, n=args.n, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, eta=args.eta,
                               seed=args.seed, ema=not args.raw, batch_size=args.batch_size, device=device,

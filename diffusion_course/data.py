@@ -144,7 +144,9 @@ def _torchvision():
         return torchvision
     except Exception as e:  # missing, or a build that does not match this torch
         raise ImportError(f"this dataset is loaded through torchvision, which could not be imported ({type(e).__name__}: {e}). "
-                          "Install it (pip install torchvision, as on Colab) or use --dataset mnist-offline "
+                          f"Install it with pip install \"diffusion_course[datasets]\" torch=={torch.__version__.split('+')[0]} (torchvision "
+                          "built for this torch; without the pin pip may replace torch), "
+                          "or use --dataset mnist-offline "
                           "or a folder of images.") from e
 
 def pil_to_uint8(img: Image.Image, size: int | None = None, channels: int = 3) -> torch.Tensor:

@@ -22,7 +22,8 @@ __all__ = ['DECAYS', 'RESUME_KEYS', 'WarmupDecay', 'Batches', 'dist_info', 'setu
            'rng_state', 'set_rng_state', 'CheckpointError', 'CheckpointWriteError', 'save_checkpoint',
            'list_checkpoints', 'latest_checkpoint', 'prune_checkpoints', 'load_checkpoint', 'nonfinite',
            'check_state_dict', 'Callback', 'TrainingInterrupted', 'Trainer', 'Checkpoint', 'EMA', 'ProgressBar',
-           'LossPlot', 'LRFinder', 'lr_find', 'sample_with', 'SampleGrid', 'ProgressGIF']
+           'LossPlot', 'LRFinder', 'lr_find', 'sample_with', 'SampleGrid', 'ProgressGIF', 'RunLog', 'MetricsLog',
+           'TensorBoardLog', 'WandbLog']
 
 # %% ../nbs/20_training.ipynb #a92ac73e
 DECAYS = ('constant', 'cosine')
@@ -667,3 +668,144 @@ class ProgressGIF(Callback):
         if trainer.is_main and self.steps and self.steps[-1] != trainer.step: self.frame(trainer)
     def state_dict(self): return {'frames': self.frames, 'steps': self.steps}
     def load_state_dict(self, state): self.frames, self.steps = list(state['frames']), list(state['steps'])
+
+# %% ../nbs/20_training.ipynb #0bfe55a7
+import csv
+
+class RunLog(Callback):
+    "Rows of step, mean loss, learning rate, steps/s and seconds every `every` steps on rank 0, plus the records of evaluation callbacks; subclasses write them."
+    order = 60  # after the evaluation (order 1) and the checkpoint (50) of the same step
+    FIELDS = ('step', 'loss', 'lr', 'steps_per_s', 'seconds')
+    def __init__(self, every: int = 10):  # steps per row; its loss is the mean over those steps
+        if every < 1: raise ValueError(f"every must be >= 1, got {every}")
+        self.every, self.rows, self.evals = every, [], []
+    def write_row(self, row: dict): "Called with each training row."
+    def write_eval(self, rec: dict): "Called with each evaluation record (it has 'step')."
+    def start(self, trainer): "Called on rank 0 when `fit` starts, with `trainer.step` the step it starts from."
+    def finish(self): "Called on rank 0 when `fit` ends or is interrupted."
+    def _histories(self, trainer):
+        return [(type(cb).__name__, cb.history) for cb in trainer.callbacks if isinstance(getattr(cb, 'history', None), list)]
+    def on_fit_start(self, trainer):
+        if not trainer.is_main: return
+        self.rows = [r for r in self.rows if r['step'] <= trainer.step]  # a resumed or repeated fit forgets rows past its start
+        self.evals = [r for r in self.evals if r['step'] <= trainer.step]
+        self.start(trainer)
+        self._seen = {name: len(h) for name, h in self._histories(trainer)}
+        self._sum, self._n, self._lr = 0.0, 0, None
+        self._t = time.time()
+        self._t0 = self._t - (self.rows[-1]['seconds'] if self.rows else 0.0)
+    def on_step_start(self, trainer):
+        if trainer.is_main and self._lr is None: self._lr = trainer.opt.param_groups[0]['lr']  # the rate this row's first step used
+    def on_step_end(self, trainer):
+        if not trainer.is_main: return
+        self._sum, self._n = self._sum + float(trainer.loss), self._n + 1
+        if trainer.step % self.every == 0 or trainer.step == trainer.steps: self._flush(trainer)
+        self._collect(trainer)
+    def _flush(self, trainer):
+        if not self._n: return
+        now = time.time()
+        row = {'step': trainer.step, 'loss': self._sum / self._n, 'lr': self._lr, 'steps_per_s': self._n / max(now - self._t, 1e-9),
+               'seconds': round(now - self._t0, 3)}
+        self.rows.append(row); self.write_row(row)
+        self._sum, self._n, self._lr, self._t = 0.0, 0, None, now
+    def _collect(self, trainer):
+        for name, h in self._histories(trainer):
+            for rec in h[self._seen.get(name, 0):]:
+                rec = {'step': trainer.step, **rec, 'source': name}
+                self.evals.append(rec); self.write_eval(rec)
+            self._seen[name] = len(h)
+    def on_fit_end(self, trainer):
+        if not trainer.is_main: return
+        self._flush(trainer); self._collect(trainer); self.finish()
+    def on_interrupt(self, trainer):
+        if trainer.is_main: self._flush(trainer); self.finish()
+    def state_dict(self) -> dict: return {}
+
+def _plain(v):
+    "A JSON/CSV-friendly value: tensors and NumPy scalars as numbers, anything else as text."
+    if hasattr(v, 'item') and getattr(v, 'ndim', 0) == 0: return v.item()
+    return v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v)
+
+class MetricsLog(RunLog):
+    "`RunLog` to a file as the run goes: `.jsonl` (training rows and evaluations, one JSON object a line) or `.csv` (evaluations in `<name>-eval.csv`)."
+    def __init__(self, path,  # a .csv or .jsonl file; a resumed run keeps its rows up to the checkpoint's step
+                 every: int = 10):
+        super().__init__(every)
+        self.path = Path(path)
+        if self.path.suffix not in ('.csv', '.jsonl'): raise ValueError(f"MetricsLog writes .csv or .jsonl, got {str(self.path)!r}")
+        self.jsonl = self.path.suffix == '.jsonl'
+        self.eval_path = self.path if self.jsonl else self.path.with_name(self.path.stem + '-eval.csv')
+    def _read(self, p: Path) -> list[dict]:
+        if not p.exists(): return []
+        if self.jsonl: return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+        with open(p, newline='') as f: return list(csv.DictReader(f))
+    def start(self, trainer):
+        "Keep what an earlier part of this run wrote up to `trainer.step` (all of it is dropped when the run starts at 0)."
+        keep = lambda rs: [r for r in rs if float(r.get('step', 0)) <= trainer.step] if trainer.step > 0 else []
+        old = keep(self._read(self.path))
+        old_evals = keep(self._read(self.eval_path)) if not self.jsonl else []
+        num = lambda r: {k: (int(float(v)) if k == 'step' else float(v)) for k, v in r.items() if k in self.FIELDS and v not in ('', None)}
+        self.rows = [num(r) for r in old if r.get('kind', 'train') == 'train']  # so that `seconds` goes on from where the run stopped
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, 'w', newline='')
+        self.ef, self.ew, self.eval_fields = None, None, None
+        if self.jsonl:
+            for r in old: self.f.write(json.dumps(r) + '\n')
+        else:
+            self.w = csv.DictWriter(self.f, fieldnames=self.FIELDS, extrasaction='ignore')
+            self.w.writeheader(); self.w.writerows(old)
+            if old_evals or self.eval_path.exists():
+                self.eval_path.unlink(missing_ok=True)
+                for r in old_evals: self.write_eval(r)
+        self.f.flush()
+    def write_row(self, row: dict):
+        if self.jsonl: self.f.write(json.dumps({'kind': 'train', **row}) + '\n')
+        else: self.w.writerow(row)
+        self.f.flush()
+    def write_eval(self, rec: dict):
+        rec = {k: _plain(v) for k, v in rec.items()}
+        if self.jsonl:
+            self.f.write(json.dumps({'kind': 'eval', **rec}, default=str) + '\n'); self.f.flush(); return
+        if self.ew is None:
+            self.eval_fields = list(rec)
+            self.ef = open(self.eval_path, 'w', newline='')
+            self.ew = csv.DictWriter(self.ef, fieldnames=self.eval_fields, extrasaction='ignore')
+            self.ew.writeheader()
+        self.ew.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in rec.items()}); self.ef.flush()
+    def finish(self):
+        for f in (getattr(self, 'f', None), getattr(self, 'ef', None)):
+            if f is not None and not f.closed: f.close()
+    def read(self) -> list[dict]:
+        "The rows in the file now (a JSONL log's evaluations included), values as written."
+        return self._read(self.path)
+
+class TensorBoardLog(RunLog):
+    "`RunLog` as TensorBoard scalars (train/loss, train/lr, train/steps_per_s, eval/<metric>); needs the tensorboard package."
+    def __init__(self, log_dir, every: int = 10):
+        super().__init__(every)
+        try: from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e: raise ImportError(f"TensorBoardLog needs TensorBoard: pip install tensorboard ({e})") from e
+        self.log_dir, self._SummaryWriter, self.writer = str(log_dir), SummaryWriter, None
+    def start(self, trainer):
+        if self.writer is None: self.writer = self._SummaryWriter(self.log_dir, purge_step=trainer.step + 1 if trainer.step else None)
+    def write_row(self, row: dict):
+        for k in ('loss', 'lr', 'steps_per_s'): self.writer.add_scalar(f'train/{k}', row[k], row['step'])
+    def write_eval(self, rec: dict):
+        for k, v in rec.items():
+            v = _plain(v)
+            if k != 'step' and isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f'eval/{k}', v, rec['step'])
+    def finish(self):
+        if self.writer is not None: self.writer.flush()
+
+class WandbLog(RunLog):
+    "`RunLog` to Weights & Biases (`wandb.init(**init_kwargs)` on the first fit); needs the wandb package."
+    def __init__(self, every: int = 10, **init_kwargs):  # e.g. project='diffusion', mode='offline'
+        super().__init__(every)
+        try: import wandb
+        except ImportError as e: raise ImportError(f"WandbLog needs Weights & Biases: pip install wandb ({e})") from e
+        self.wandb, self.init_kwargs, self.run = wandb, init_kwargs, None
+    def start(self, trainer):
+        if self.run is None: self.run = self.wandb.init(**{'config': trainer.config, **self.init_kwargs})
+    def write_row(self, row: dict): self.run.log({f'train/{k}': row[k] for k in ('loss', 'lr', 'steps_per_s')}, step=row['step'])
+    def write_eval(self, rec: dict):
+        self.run.log({f'eval/{k}': _plain(v) for k, v in rec.items() if k not in ('step', 'source') and isinstance(_plain(v), (int, float))}, step=rec['step'])
