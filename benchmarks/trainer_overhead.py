@@ -11,10 +11,12 @@ Steps/s. Every runner starts from the same weights and trains on its own copy; a
 --steps-per-round optimizer steps, in an order that rotates and reverses from round to round (so that load changes on
 a shared machine hit every runner alike). Runners:
   bare        a plain loop: random batch from the data, loss, backward, clip_grad_norm_, AdamW step, zero_grad
+              (the same AdamW implementation as the Trainer's: fused or not)
   trainer     `Trainer.fit` with no callbacks (adds: shuffled sharded batches, the LR schedule, the finiteness check
               and `loss.item()` each step)
   +EMA, +progress, +loss plot     the Trainer with that one per-step callback
   +all per-step                   EMA, loss plot and progress bar together, as dc-train runs them between events
+  bare, loop AdamW                (optional) the bare loop with AdamW's per-tensor loop instead of its fused kernel
 The precision of the bare loop is whatever the Trainer really used (recorded inside the loss: autocast on or off, and
 its dtype), so the two always compare like with like; the header prints it. Ratios are per round (trainer time / bare
 time, > 1: the trainer is slower), median and interquartile range over rounds.
@@ -57,9 +59,9 @@ class RecordingLoss:
 
 class BareLoop:
     "The training step with nothing around it: batch, loss, backward, clipping, AdamW."
-    def __init__(self, model, loss_fn, data, batch: int, lr: float, autocast_dtype, grad_clip: float | None, seed: int = 0):
+    def __init__(self, model, loss_fn, data, batch: int, lr: float, autocast_dtype, grad_clip: float | None, opt_flags: dict, seed: int = 0):
         self.model, self.loss_fn, self.data, self.batch, self.dtype, self.clip = model.train(), loss_fn, data, batch, autocast_dtype, grad_clip
-        self.opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, **opt_flags)  # the Trainer's implementation (fused or not)
         self.g = torch.Generator().manual_seed(seed)
     def run(self, n: int):
         for _ in range(n):
@@ -113,18 +115,21 @@ def main(argv=None):
                 '+all per-step': [EMA(beta=0.999), LossPlot(), ProgressBar()]}
     runners = {}
     for name in a.runners:
-        if name == 'bare': continue
+        if name.startswith('bare'): continue
         runners[name] = TrainerRun(fresh(), loss, data, a.batch, a.lr, a.bf16, a.grad_clip, per_step[name], total)
     first = next(iter(runners.values()))
     with contextlib.redirect_stdout(io.StringIO()): first.run(1)  # the Trainer's first step tells the precision it uses
     if 'bare' in a.runners:
-        runners = {'bare': BareLoop(fresh(), loss, data, a.batch, a.lr, loss.autocast, a.grad_clip), **runners}
+        flags = {k: first.t.opt.defaults[k] for k in ('fused', 'foreach') if k in first.t.opt.defaults}
+        runners = {'bare': BareLoop(fresh(), loss, data, a.batch, a.lr, loss.autocast, a.grad_clip, flags), **runners}
+    if 'bare, loop AdamW' in a.runners:  # what the fused optimizer saves: the bare loop with the per-tensor Python loop of AdamW
+        runners['bare, loop AdamW'] = BareLoop(fresh(), loss, data, a.batch, a.lr, loss.autocast, a.grad_clip, dict(foreach=False))
     for name, r in runners.items():
         if r is not first:
             with contextlib.redirect_stdout(io.StringIO()): r.run(1)  # warm-up
     precision = 'fp32' if loss.autocast is None else f'{loss.autocast} autocast'.replace('torch.', '')
     print(f'Trainer overhead: main-job U-Net ({n_params / 1e6:.2f}M parameters), batch {a.batch}, AdamW lr {a.lr}, grad clip {a.grad_clip}; '
-          f"Trainer(bf16={a.bf16}) ran in {precision} on the CPU, and so does the bare loop; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"Trainer(bf16={a.bf16}) ran in {precision} on the CPU with AdamW(fused={first.t.opt.defaults.get('fused')}), and so does the bare loop; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f'{a.rounds} interleaved rounds of {a.steps_per_round} steps; ratio = runner time / bare time (> 1: slower), median [IQR]', flush=True)
     keys, times = list(runners), {k: [] for k in runners}
     for r in range(a.rounds):
