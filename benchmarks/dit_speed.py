@@ -127,21 +127,27 @@ def bench_preset(name: str, modes: list[str], batch: int, rounds: int, min_time:
     ours, dm = ours.to(device), dm.to(device)
     err = check_same_function(ours, dm, cfg, device)
     x, t, y = inputs(cfg, batch, device)
-    runners, compile_s = {}, {}
+    runners, compile_s, failed = {}, {}, {}
     for mode in modes:
         for side, model, call in (('ours', ours, ours_call), ('diffusers', dm, diffusers_call)):
-            step = make_step(model, call, x, t, y, mode, device)
-            t0 = time.perf_counter(); step(); compile_s[side, mode] = time.perf_counter() - t0  # first call: compiles
-            step()
+            try:
+                step = make_step(model, call, x, t, y, mode, device)
+                t0 = time.perf_counter(); step(); compile_s[side, mode] = time.perf_counter() - t0  # first call: compiles
+                step()
+            except Exception as e:  # a mode that does not run (e.g. no compiler) is reported, not fatal
+                failed[mode] = f"{side}: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
+                break
             n = max(1, round(min_time / timed(step, 1, device)))  # steps per measurement
             runners[side, mode] = (step, n)
+    modes = [m for m in modes if m not in failed]
+    runners = {k: v for k, v in runners.items() if k[1] in modes}
     keys, times = list(runners), {k: [] for k in runners}
     for r in range(rounds):
         order = keys[r % len(keys):] + keys[:r % len(keys)]
         for k in (order if r % 2 == 0 else order[::-1]):
             step, n = runners[k]
             times[k].append(timed(step, n, device))
-    res = {'name': name, 'params': sum(p.numel() for p in ours.parameters()), 'err': err, 'modes': {}}
+    res = {'name': name, 'params': sum(p.numel() for p in ours.parameters()), 'err': err, 'modes': {}, 'failed': failed}
     for mode in modes:
         ratios = [d / o for o, d in zip(times['ours', mode], times['diffusers', mode])]
         res['modes'][mode] = dict(ours_ms=1000 * statistics.median(times['ours', mode]), diffusers_ms=1000 * statistics.median(times['diffusers', mode]),
@@ -178,6 +184,7 @@ def main(argv=None):
     for name in a.presets:
         r = bench_preset(name, a.modes, a.batch, a.rounds, a.min_time, a.device, not a.no_memory, a.shares)
         print(f"{name:<9}{r['params'] / 1e6:.2f}M parameters; outputs agree to {r['err']:.1e}")
+        for mode, why in r['failed'].items(): print(f"{'':<9}{mode:<14}did not run ({why})")
         for mode, m in r['modes'].items():
             mem = f"{m['mib'][0]:>9.0f}{m['mib'][1]:>10.0f}{m['mib'][1] / m['mib'][0]:>10.2f}" if 'mib' in m else ' ' * 29
             comp = f"{m['compile_s'][0]:>5.0f}/{m['compile_s'][1]:<5.0f}" if mode.startswith('compile') else ''
