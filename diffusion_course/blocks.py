@@ -146,7 +146,7 @@ def modulate(x: torch.Tensor,  # (B, N, D) tokens
              shift: torch.Tensor, scale: torch.Tensor,  # (B, D) each
              ) -> torch.Tensor:
     "adaLN modulation: x * (1 + scale) + shift, broadcast over the tokens."
-    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])  # (B, N, D): one fused multiply-add
+    return x * (1 + scale[:, None]) + shift[:, None]  # (B, N, D)
 
 class AdaLNModulation(nn.Sequential):
     "SiLU then Linear(dim, n*dim): the conditioning vector c (B, dim) to n modulation vectors (B, dim) each."

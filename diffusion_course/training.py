@@ -331,7 +331,8 @@ class Trainer:
         self.autocast = bool(bf16) and bf16_pays(self.device)
         self.data = data
         self.batches = Batches(data, batch_size, seed=seed, rank=self.rank, world=self.world, device=self.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas,
+                                     fused=self.device.type in ('cpu', 'cuda') or None)  # one kernel per tensor, not a loop of small ops
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, WarmupDecay(warmup, steps, decay))
         self.step, self.loss, self.stop, self.signalled = 0, None, False, None
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)

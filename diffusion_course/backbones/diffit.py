@@ -55,11 +55,15 @@ class TMSA(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor,  # (B, w*w, D) spatial tokens x_s of one window, row-major
-                x_t: torch.Tensor,  # (B, time_dim) the time token
+                x_t: torch.Tensor,  # (B, time_dim) the time token of each window, or (B/nW, time_dim) one per image of nW windows
                 ) -> torch.Tensor:
         if x.shape[1] != self.window ** 2:
             raise ValueError(f"TMSA with window {self.window} expects {self.window ** 2} tokens, got {x.shape[1]}")
-        qkv = self.qkv_s(x) + self.qkv_t(x_t)[:, None]  # (B, N, 3D): DiffiT eq. 3-5
+        qkv_t = self.qkv_t(x_t)  # (B_t, 3D): once per image, not once per window
+        if len(x) != len(qkv_t):  # x holds the windows of each image in turn: (B_t*nW, N, D)
+            if len(x) % len(qkv_t): raise ValueError(f"{len(x)} windows cannot be split evenly among {len(qkv_t)} time tokens")
+            qkv_t = qkv_t.repeat_interleave(len(x) // len(qkv_t), 0)  # (B_t*nW, 3D)
+        qkv = self.qkv_s(x) + qkv_t[:, None]  # (B, N, 3D): DiffiT eq. 3-5
         q, k, v = (rearrange(a, 'b n (h d) -> b h n d', h=self.heads) for a in qkv.chunk(3, -1))  # (B, heads, N, d) each, views
         x = sdpa(q, k, v, attn_mask=self.rel_bias().to(q.dtype))  # DiffiT eq. 6; (B, heads, N, d)
         return self.proj(rearrange(x, 'b h n d -> b n (h d)'))  # (B, N, D)
@@ -86,8 +90,7 @@ class DiffiTBlock(nn.Module):
         a = self.norm1(x)  # (B, h*w, D)
         if (h, w) != (self.window, self.window):
             a = window_partition(rearrange(a, 'b (h w) d -> b h w d', h=h), self.window)  # (B*nW, ws*ws, D)
-            nW = a.shape[0] // x.shape[0]
-            a = self.attn(a, x_t.repeat_interleave(nW, 0))  # (B*nW, ws*ws, D)
+            a = self.attn(a, x_t)  # (B*nW, ws*ws, D): each image's time token serves all its windows
             a = rearrange(window_reverse(a, self.window, h, w), 'b h w d -> b (h w) d')  # (B, h*w, D)
         else:
             a = self.attn(a, x_t)  # (B, h*w, D)

@@ -35,8 +35,8 @@ class AdaLNZeroBlock(nn.Module):
                 c: torch.Tensor,  # (B, D)
                 ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)  # 6 x (B, D)
-        x = torch.addcmul(x, gate_msa[:, None], self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))  # x + gate * attn: (B, T, D)
-        return torch.addcmul(x, gate_mlp[:, None], self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
+        x = x + gate_msa[:, None] * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, T, D)
+        return x + gate_mlp[:, None] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 class AdaLNBlock(nn.Module):
     "DiT block with adaLN: shift and scale of both LayerNorms regressed from c, no gates."
@@ -158,7 +158,8 @@ class DiT(Denoiser):
                 y: torch.Tensor | None = None,  # (B,) labels in [0, K] or (B, K) multi-hot; None = the null label
                 ) -> torch.Tensor:
         y = self.check_args(x, t, y)
-        x = self.x_embedder(x) + self.pos_embed  # (B, T, D)
+        x = self.x_embedder(x)  # (B, T, D)
+        x = x + self.pos_embed.to(x.dtype)  # the stream keeps the embedding's dtype: bf16 under autocast, as diffusers
         T = x.shape[1]
         cond = [self.t_embedder(t)] + ([self.y_embedder(y)] if y is not None else [])  # (B, D) each
         c = sum(cond)  # (B, D): c = e_t + e_y

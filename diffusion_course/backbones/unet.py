@@ -39,7 +39,7 @@ class ResBlock(nn.Module):
                 ) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
         scale, shift = self.film(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out_ch, 1, 1) each
-        h = torch.addcmul(shift, self.norm2(h), 1 + scale)  # FiLM: norm(h) * (1 + scale) + shift in one pass
+        h = self.norm2(h) * (1 + scale) + shift  # FiLM
         h = self.conv2(self.drop(F.silu(h)))  # (B, out_ch, H, W)
         return self.skip(x) + h
 

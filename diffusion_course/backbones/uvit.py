@@ -38,7 +38,8 @@ class UViT(DiT):
                 y: torch.Tensor | None = None,  # (B,) labels in [0, K] or (B, K) multi-hot; None = the null label
                 ) -> torch.Tensor:
         y = self.check_args(x, t, y)
-        x = self.x_embedder(x) + self.pos_embed  # (B, T, D)
+        x = self.x_embedder(x)  # (B, T, D)
+        x = x + self.pos_embed.to(x.dtype)  # bf16 under autocast, as in DiT
         c = self.t_embedder(t) + (self.y_embedder(y) if y is not None else 0)  # (B, D)
         n, skips = self.config.depth // 2, []
         for block in self.blocks[:n]:

@@ -1,0 +1,204 @@
+"""The course's DiT against diffusers' `DiTTransformer2DModel`: training-step speed and peak memory, side by side.
+
+    python benchmarks/dit_speed.py                                   # every preset and mode (see --help for the time)
+    python benchmarks/dit_speed.py --presets DiT-S/2 --modes fp32 bf16 --rounds 9
+
+Protocol. Both sides have the identical architecture (32x32x4 latents, 1000 classes, learned sigma; the DiT-T presets
+widened to the same inputs) and the same weights: ours is converted from the diffusers twin by `from_diffusers`, and
+the two outputs are checked to agree before anything is timed. A training step is a forward on a fixed batch (x, t, y),
+a mean-squared loss, the backward, the gradients dropped. Modes: `fp32` eager, `bf16` (eager under CPU/CUDA bf16
+autocast), `compile` (torch.compile of the model, fp32) and `compile-bf16`. Within a preset every round runs every
+(side, mode) once, in an order that rotates and reverses from round to round, so that load changes on a shared
+machine hit every runner alike; a measurement repeats the step until it lasts --min-time seconds. Each round gives
+the ratio diffusers time / our time per mode (above 1: ours is faster); the median over rounds is printed with its
+interquartile range, beside the median milliseconds per step. `best` pairs, round by round, each side's fastest mode
+(the one with the lowest median). Peak memory (eager modes): the parameters plus the highest total of tensor memory
+allocated during one training step, read from the profiler's allocator events (so it counts gradients, activations
+kept for the backward and the temporaries of both passes). --shares profiles one eager step per side and splits its
+operator time into matrix multiplications (GEMMs, the patch convolution), the attention kernel and the rest (norms,
+modulation, GELU, copies, reductions): both sides run the same GEMMs and attention, so the rest is all a leaner
+implementation can remove, and "ratio if our rest cost nothing" is the bound that puts on the speed-up in that mode.
+A benchmark, not a test: nothing is asserted.
+"""
+from __future__ import annotations
+import argparse, json, os, statistics, tempfile, time
+
+import torch
+
+from diffusion_course.backbones.dit import from_diffusers
+from diffusion_course.registry import get_config
+
+PRESETS = ['DiT-T/2', 'DiT-T/4', 'DiT-S/4', 'DiT-S/2', 'DiT-B/4']
+MODES = ['fp32', 'bf16', 'compile', 'compile-bf16']
+
+def diffusers_twin(cfg, seed: int = 0):
+    "diffusers' DiTTransformer2DModel with the architecture of our DiTConfig, random weights, the per-block embedders tied."
+    from diffusers import DiTTransformer2DModel
+    torch.manual_seed(seed)
+    dm = DiTTransformer2DModel(num_attention_heads=cfg.heads, attention_head_dim=cfg.dim // cfg.heads, in_channels=cfg.in_channels,
+                               out_channels=cfg.in_channels * (2 if cfg.learn_sigma else 1), num_layers=cfg.depth,
+                               sample_size=cfg.input_size, patch_size=cfg.patch, num_embeds_ada_norm=cfg.num_classes)
+    with torch.no_grad():  # diffusers zero-initialises the adaLN and output layers: small random weights instead, so both sides compute something
+        for p in dm.parameters(): p.normal_(0, 0.02)
+        emb0 = dm.transformer_blocks[0].norm1.emb  # one embedder, as in the official DiT (diffusers keeps a copy per block)
+        for blk in dm.transformer_blocks[1:]: blk.norm1.emb.load_state_dict(emb0.state_dict())
+    return dm
+
+def pair(name: str):
+    "(ours, diffusers' twin, config) for a preset at 32x32x4 latents, 1000 classes, learned sigma."
+    cfg = get_config(name, in_channels=4, input_size=32, num_classes=1000, learn_sigma=True)
+    dm = diffusers_twin(cfg)
+    ours = from_diffusers(dm)
+    return ours, dm, ours.config
+
+def inputs(cfg, batch: int, device: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
+    t, y = torch.randint(0, 1000, (batch,), generator=g), torch.randint(0, cfg.num_classes, (batch,), generator=g)
+    return x.to(device), t.to(device), y.to(device)
+
+def ours_call(m, x, t, y): return m(x, t, y)
+def diffusers_call(m, x, t, y): return m(x, timestep=t, class_labels=y, return_dict=False)[0]
+
+def check_same_function(ours, dm, cfg, device: str) -> float:
+    "Max abs difference of the two outputs in eval mode (no label dropout): the twins must compute the same function."
+    x, t, y = inputs(cfg, 2, device, seed=1)
+    with torch.no_grad():
+        a, b = ours.eval()(x, t, y), diffusers_call(dm.eval(), x, t, y)
+    ours.train(); dm.train()
+    return (a - b).abs().max().item()
+
+def make_step(model, call, x, t, y, mode: str, device: str):
+    "A function running one training step of `model` in `mode` (the model compiled once here for the compile modes)."
+    fn = torch.compile(model) if mode.startswith('compile') else model
+    bf16, params = mode.endswith('bf16'), list(model.parameters())
+    def step():
+        with torch.autocast(device.split(':')[0], dtype=torch.bfloat16, enabled=bf16):
+            out = call(fn, x, t, y)
+        out.float().square().mean().backward()
+        for p in params: p.grad = None
+    return step
+
+def sync(device: str):
+    if device.startswith('cuda'): torch.cuda.synchronize()
+
+def timed(step, n: int, device: str) -> float:
+    "Seconds per step over n consecutive steps."
+    sync(device); t0 = time.perf_counter()
+    for _ in range(n): step()
+    sync(device)
+    return (time.perf_counter() - t0) / n
+
+def peak_mib(step, model, device: str) -> float:
+    "Parameters + the highest tensor memory allocated during one step, MiB."
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    if device.startswith('cuda'):
+        torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
+        step(); torch.cuda.synchronize()
+        return (params + torch.cuda.max_memory_allocated() - base) / 2**20
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: step()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, 'trace.json'); prof.export_chrome_trace(path)
+        events = json.load(open(path))['traceEvents']
+    allocated = [e['args']['Total Allocated'] for e in events if e.get('name') == '[memory]']
+    return (params + max(allocated, default=0)) / 2**20
+
+GEMM_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'aten::mkldnn_convolution', 'aten::convolution_backward',
+            'aten::_weight_int4pack_mm', 'mkldnn::_linear_pointwise')
+
+def breakdown(step) -> dict:
+    "Shares of one profiled step's operator self time: matrix multiplications, the attention kernel, everything else."
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU]) as prof: step()
+    parts = {'gemm': 0.0, 'attention': 0.0, 'other': 0.0}
+    for e in prof.key_averages():
+        if e.key.startswith(('ProfilerStep', 'autograd::engine')): continue
+        part = 'gemm' if e.key in GEMM_OPS else 'attention' if 'attention' in e.key else 'other'
+        parts[part] += e.self_cpu_time_total
+    total = sum(parts.values())
+    return {k: v / total for k, v in parts.items()}
+
+def quartiles(v): q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3; return q[0], q[2]
+
+def bench_preset(name: str, modes: list[str], batch: int, rounds: int, min_time: float, device: str, memory: bool,
+                 profile_shares: bool = False) -> dict:
+    ours, dm, cfg = pair(name)
+    ours, dm = ours.to(device), dm.to(device)
+    err = check_same_function(ours, dm, cfg, device)
+    x, t, y = inputs(cfg, batch, device)
+    runners, compile_s, failed = {}, {}, {}
+    for mode in modes:
+        for side, model, call in (('ours', ours, ours_call), ('diffusers', dm, diffusers_call)):
+            try:
+                step = make_step(model, call, x, t, y, mode, device)
+                t0 = time.perf_counter(); step(); compile_s[side, mode] = time.perf_counter() - t0  # first call: compiles
+                step()
+            except Exception as e:  # a mode that does not run (e.g. no compiler) is reported, not fatal
+                failed[mode] = f"{side}: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
+                break
+            n = max(1, round(min_time / timed(step, 1, device)))  # steps per measurement
+            runners[side, mode] = (step, n)
+    modes = [m for m in modes if m not in failed]
+    runners = {k: v for k, v in runners.items() if k[1] in modes}
+    keys, times = list(runners), {k: [] for k in runners}
+    for r in range(rounds):
+        order = keys[r % len(keys):] + keys[:r % len(keys)]
+        for k in (order if r % 2 == 0 else order[::-1]):
+            step, n = runners[k]
+            times[k].append(timed(step, n, device))
+    res = {'name': name, 'params': sum(p.numel() for p in ours.parameters()), 'err': err, 'modes': {}, 'failed': failed}
+    for mode in modes:
+        ratios = [d / o for o, d in zip(times['ours', mode], times['diffusers', mode])]
+        res['modes'][mode] = dict(ours_ms=1000 * statistics.median(times['ours', mode]), diffusers_ms=1000 * statistics.median(times['diffusers', mode]),
+                                  ratio=statistics.median(ratios), iqr=quartiles(ratios),
+                                  compile_s=(compile_s['ours', mode], compile_s['diffusers', mode]))
+        if memory and not mode.startswith('compile'):
+            res['modes'][mode]['mib'] = (peak_mib(runners['ours', mode][0], ours, device), peak_mib(runners['diffusers', mode][0], dm, device))
+        if profile_shares and not mode.startswith('compile') and device == 'cpu':
+            res['modes'][mode]['shares'] = (breakdown(runners['ours', mode][0]), breakdown(runners['diffusers', mode][0]))
+    best = {side: min(modes, key=lambda m: statistics.median(times[side, m])) for side in ('ours', 'diffusers')}
+    ratios = [d / o for o, d in zip(times['ours', best['ours']], times['diffusers', best['diffusers']])]
+    res['best'] = dict(ours=best['ours'], diffusers=best['diffusers'], ratio=statistics.median(ratios), iqr=quartiles(ratios),
+                       ours_ms=1000 * statistics.median(times['ours', best['ours']]), diffusers_ms=1000 * statistics.median(times['diffusers', best['diffusers']]))
+    return res
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--presets', nargs='+', default=PRESETS)
+    ap.add_argument('--modes', nargs='+', default=MODES, choices=MODES)
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--rounds', type=int, default=7, help='interleaved rounds per preset (each runs every side and mode once)')
+    ap.add_argument('--min-time', type=float, default=0.3, help='seconds per measurement (short steps are repeated)')
+    ap.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--no-memory', action='store_true')
+    ap.add_argument('--shares', action='store_true', help='also profile one eager step per side: time shares of GEMMs, attention, the rest')
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    print(f'DiT training step, ours vs diffusers {__import__("diffusers").__version__} (torch {torch.__version__}): batch {a.batch}, '
+          f'32x32x4 latents, 1000 classes, learned sigma; {a.device}, {torch.get_num_threads()} threads; {a.rounds} interleaved rounds, '
+          f'>= {a.min_time} s per measurement; ratio = diffusers time / our time (> 1: ours faster), median [IQR] over rounds')
+    head = f"{'preset':<9}{'mode':<14}{'ours ms':>9}{'diff. ms':>10}{'ratio':>7}{'  IQR':<13}{'ours MiB':>9}{'diff. MiB':>10}{'mem ratio':>10}{'compile s':>12}"
+    print(head); print('-' * len(head))
+    for name in a.presets:
+        r = bench_preset(name, a.modes, a.batch, a.rounds, a.min_time, a.device, not a.no_memory, a.shares)
+        print(f"{name:<9}{r['params'] / 1e6:.2f}M parameters; outputs agree to {r['err']:.1e}")
+        for mode, why in r['failed'].items(): print(f"{'':<9}{mode:<14}did not run ({why})")
+        for mode, m in r['modes'].items():
+            mem = f"{m['mib'][0]:>9.0f}{m['mib'][1]:>10.0f}{m['mib'][1] / m['mib'][0]:>10.2f}" if 'mib' in m else ' ' * 29
+            comp = f"{m['compile_s'][0]:>5.0f}/{m['compile_s'][1]:<5.0f}" if mode.startswith('compile') else ''
+            print(f"{'':<9}{mode:<14}{m['ours_ms']:>9.1f}{m['diffusers_ms']:>10.1f}{m['ratio']:>7.2f}  [{m['iqr'][0]:.2f}, {m['iqr'][1]:.2f}]{mem}{comp:>12}")
+        for mode, m in r['modes'].items():
+            if 'shares' in m:
+                o, d = m['shares']
+                bound = m['diffusers_ms'] / (m['ours_ms'] * (o['gemm'] + o['attention']))
+                print(f"{'':<9}{mode} shares of operator time, ours: GEMM {o['gemm']:.0%}, attention {o['attention']:.0%}, rest {o['other']:.0%}; "
+                      f"diffusers: GEMM {d['gemm']:.0%}, attention {d['attention']:.0%}, rest {d['other']:.0%}; "
+                      f"ratio if our rest cost nothing: {bound:.2f}")
+        b = r['best']
+        print(f"{'':<9}{'best':<14}{b['ours_ms']:>9.1f}{b['diffusers_ms']:>10.1f}{b['ratio']:>7.2f}  [{b['iqr'][0]:.2f}, {b['iqr'][1]:.2f}]"
+              f"  ours: {b['ours']}, diffusers: {b['diffusers']}", flush=True)
+
+if __name__ == '__main__':
+    main()
