@@ -408,7 +408,6 @@ def build_run(opts: dict, world: int = 1, device=None) -> dict:
     sched = make_schedule(opts['schedule'], opts['T'])
     loss = make_loss(opts, sched)  # a combination that does not fit stops here
     if opts['loss'] == 'hybrid': overrides['learn_sigma'] = True  # the variance channels L_vlb trains
-    model = build(opts['model'], **overrides)
     if not K: loss = unconditional(loss)
     x0, y = data.batch(torch.arange(min(2, len(data))))
     try:

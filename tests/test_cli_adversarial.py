@@ -218,7 +218,9 @@ def test_07_sampling_in_batches(trained, tmp_path, capsys, monkeypatch):
     make = cli.make_sample_fn
     def spy(*a, **k):
         fn = make(*a, **k)
-        return lambda model, x_T, y: (seen.append(len(x_T)), fn(model, x_T, y))[1]
+        wrapped = lambda model, x_T, y: (seen.append(len(x_T)), fn(model, x_T, y))[1]
+        wrapped.sampler = fn.sampler  # dc-sample reads the sampler's evaluations from it
+        return wrapped
     monkeypatch.setattr(cli, 'make_sample_fn', spy)
     assert sample_main(['--ckpt', str(trained), '--n', '50', '--batch-size', '16', '--steps', '2', '--nrow', '10', '--out', str(tmp_path / 'g.png')]) == 0
     assert seen == [16, 16, 16, 2] and 'sampling: 4/4' in capsys.readouterr().err
