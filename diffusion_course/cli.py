@@ -163,9 +163,9 @@ def _on_every_rank(world: int, fn):
     return result
 
 # %% ../nbs/21_cli.ipynb #1845d894
-TRAIN_DEFAULTS = dict(model='UNet-S', dataset='mnist-offline', size=None, attrs=None, schedule='linear', T=1000, steps=1200, batch_size=32,
+TRAIN_DEFAULTS = dict(model='UNet-S', dataset='mnist-offline', size=None, attrs=None, schedule='linear', T=1000, steps=1300, batch_size=64,
                       lr=1e-3, warmup=100, decay='cosine', accum=1, grad_clip=1.0, cfg_dropout=0.1, ema_beta=0.999,
-                      every=None, ckpt_every=None, keep=2, sample_steps=25, cfg_scale=2.0, n_samples=40, seed=0,
+                      every=None, ckpt_every=None, keep=2, sample_steps=25, cfg_scale=1.5, n_samples=40, seed=0,
                       eval_n=500, eval_every=None, device=None, bf16=True, compile=False, quiet=False)
 EVAL_MAX = 500  # the ruler's real digits besides the reference (`evaluation.Evaluator.mnist`)
 FIXED_ON_RESUME = ('model', 'dataset', 'size', 'attrs', 'schedule', 'T', 'batch_size', 'lr', 'warmup', 'decay', 'accum', 'cfg_dropout', 'seed',

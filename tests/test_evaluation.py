@@ -111,7 +111,7 @@ def test_dc_eval_writes_metrics(tmp_path):
     out = json.loads((run / 'metrics.json').read_text())
     assert set(out) >= {'protocol', 'metrics', 'ruler'}
     p = out['protocol']
-    assert (p['n'], p['sampler'], p['steps'], p['cfg_scale'], p['weights'], p['features']) == (40, 'ddim', 3, 2.0, 'ema', DIGIT_FEATURES)
+    assert (p['n'], p['sampler'], p['steps'], p['cfg_scale'], p['weights'], p['features']) == (40, 'ddim', 3, 1.5, 'ema', DIGIT_FEATURES)
     every = {'fd', 'kid', 'kid_std', 'precision', 'recall', 'nn_train', 'copies', 'accuracy', 'class_entropy'}
     assert every <= set(out['metrics']) and all(every <= set(row) for row in out['ruler'].values())
     assert set(out['ruler']) == {'real', 'blur 3x3', 'noise 0.1', 'noise 0.2', 'one class', 'pure noise'}
