@@ -2,7 +2,7 @@
 
 Every user mistake ends in one line naming the expected and the actual values, exit status 1, no traceback, and nothing on disk
 lost or overwritten. Items are named by their number in the issue (1-15) or by what they test (the "Smaller" list)."""
-import errno, hashlib, json, os, shutil, signal, struct, subprocess, sys, time, zlib
+import errno, json, os, shutil, signal, struct, subprocess, sys, time, zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,8 @@ from diffusion_course.data import CELEBA_ATTRS, load_dataset
 from diffusion_course.diffusion import ddpm
 from diffusion_course.training import (Checkpoint, CheckpointError, EMA, Trainer, WarmupDecay, list_checkpoints, load_checkpoint)
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
+from cli_helpers import ENV, ROOT, digest, one_error_line
+
 FAST = ['--model', 'UNet-T', '--size', '16', '--steps', '4', '--batch-size', '4', '--every', '2', '--ckpt-every', '2', '--sample-steps', '2', '--n-samples', '4',
         '--T', '50', '--quiet']
 
@@ -31,20 +31,9 @@ def write_images(folder, n, size=16, seed=0, suffix='.png'):
     return folder
 
 
-def digest(folder):
-    "A fingerprint of every file under `folder` (names and contents)."
-    h = hashlib.sha1()
-    for p in sorted(Path(folder).rglob('*')):
-        if p.is_file(): h.update(p.relative_to(folder).as_posix().encode()); h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def one_line(capsys, prog):
     "The single error line the command printed (and nothing that looks like a traceback or torch's advice)."
-    err = capsys.readouterr().err
-    lines = [l for l in err.strip().splitlines() if l.strip() and not l.startswith(('reading ', 'sampling: '))]
-    assert len(lines) == 1 and lines[0].startswith(f'{prog}: error:') and 'Traceback' not in err, err
-    return lines[0]
+    return one_error_line(capsys.readouterr().err, prog)
 
 
 def fails(capsys, prog, argv, *words):

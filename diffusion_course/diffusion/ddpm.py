@@ -253,13 +253,14 @@ def sample_loop(model,  # called as model(x_t, t, y)
                 device=None,
                 keep_x0: bool = False,  # also return x0_hat at every step (for GIFs of the denoising)
                 keep_every: int = 1,  # keep one x0_hat out of every `keep_every` steps (and always the last)
-                progress: bool = False):
+                progress: bool = False,
+                init_std: float = 1.0):  # x_T (given or drawn) is standard normal noise times this (lesson 16's samplers start at sigma_max)
     "Run a sampler from noise to data; returns x_0, or (x_0, [x0_hat per kept step]) with `keep_x0`."
     if x_T is None:
         if shape is None: raise ValueError("sample_loop needs either shape or x_T")
         device = device or (generator.device if generator is not None else 'cpu')
         x_T = torch.randn(tuple(shape), generator=generator, device=device)
-    x, frames = x_T, []
+    x, frames = (x_T if init_std == 1 else x_T * init_std), []
     pairs = sampler.timesteps()
     if progress: pairs = progress_bar(pairs, desc='sampling')
     n = len(pairs)

@@ -30,13 +30,9 @@ def sample(model,  # called as model(x_t, t, y)
            keep_every: int = 1,  # keep one x0_hat out of every `keep_every` steps (and always the last)
            progress: bool = False):
     "Run any sampler from noise to data through lesson 10's `sample_loop`, the noise scaled by the sampler's `init_std`; returns x_0, or (x_0, [x0_hat per kept step]) with `keep_x0`."
-    if x_T is None:
-        if shape is None: raise ValueError("sample needs either shape or x_T")
-        device = device or (generator.device if generator is not None else 'cpu')
-        x_T = torch.randn(tuple(shape), generator=generator, device=device)
     if hasattr(sampler, 'reset'): sampler.reset()
-    return sample_loop(model, sampler, x_T=x_T * float(getattr(sampler, 'init_std', 1.0)), y=y, generator=generator,
-                       keep_x0=keep_x0, keep_every=keep_every, progress=progress)
+    return sample_loop(model, sampler, shape=shape, y=y, x_T=x_T, generator=generator, device=device, keep_x0=keep_x0, keep_every=keep_every,
+                       progress=progress, init_std=float(getattr(sampler, 'init_std', 1.0)))
 
 # %% ../../nbs/16_samplers.ipynb #cd89cf94
 class Move(NamedTuple):

@@ -1,0 +1,56 @@
+"tools/run_notebooks.py: outputs stored in place, `#| gpu` cells skipped without CUDA, the export cell never run, a failing notebook left as it was."
+import importlib.util, json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location('run_notebooks', ROOT / 'tools' / 'run_notebooks.py')
+rn = importlib.util.module_from_spec(spec); spec.loader.exec_module(rn)
+
+
+def notebook(path, *sources):
+    cells = [{'cell_type': 'markdown', 'id': 'm0', 'metadata': {}, 'source': '# A title'}]
+    cells += [{'cell_type': 'code', 'id': f'c{i}', 'metadata': {}, 'execution_count': None, 'outputs': [], 'source': s} for i, s in enumerate(sources)]
+    path.write_text(json.dumps({'cells': cells, 'metadata': {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}},
+                                'nbformat': 4, 'nbformat_minor': 5}))
+    return path
+
+
+def outputs(path):
+    return {c['id']: c.get('outputs', []) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code'}
+
+
+def test_outputs_stored_and_flags_honoured(tmp_path):
+    nb = notebook(tmp_path / 'a.ipynb', 'x = 6 * 7\nprint("x is", x)', '#| gpu\nprint("on a GPU")', '#| slow\nprint("slow ran")',
+                  'import nbdev; nbdev.nbdev_export()', 'x')
+    ok, secs, size = rn.run_one(nb, gpu=False)
+    out = outputs(nb)
+    assert ok and secs >= 0 and size > 0
+    assert 'x is 42' in ''.join(out['c0'][0]['text'])
+    assert out['c1'] == [] and out['c3'] == []  # gpu cell skipped on a CPU; the export cell never runs
+    assert 'slow ran' in ''.join(out['c2'][0]['text'])  # slow cells run: they refresh assets/
+    assert out['c4'][0]['data']['text/plain'] in ('42', ['42'])
+
+
+def test_gpu_cells_run_where_cuda_is(tmp_path):
+    nb = notebook(tmp_path / 'b.ipynb', '#| gpu\nprint("on a GPU")')
+    assert rn.run_one(nb, gpu=True)[0]
+    assert 'on a GPU' in ''.join(outputs(nb)['c0'][0]['text'])
+
+
+def test_failing_notebook_is_left_unchanged(tmp_path, capsys):
+    nb = notebook(tmp_path / 'c.ipynb', 'print("before")', 'raise ValueError("boom")', 'print("after")')
+    before = nb.read_text()
+    ok, _, _ = rn.run_one(nb, gpu=False)
+    assert not ok and nb.read_text() == before
+    assert 'boom' in capsys.readouterr().err
+
+
+def test_main_refuses_test_size_and_unknown_names(monkeypatch, capsys):
+    monkeypatch.setenv('IN_TEST', '1')
+    with pytest.raises(SystemExit) as e: rn.main(['00_core'])
+    assert e.value.code == 2 and 'IN_TEST' in capsys.readouterr().err
+    monkeypatch.delenv('IN_TEST')
+    with pytest.raises(SystemExit) as e: rn.main(['no_such_notebook'])
+    assert e.value.code == 2 and 'no_such_notebook.ipynb' in capsys.readouterr().err

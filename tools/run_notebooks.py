@@ -1,0 +1,76 @@
+"""Run the course's notebooks top to bottom at this machine's size and store their outputs in place.
+
+    python tools/run_notebooks.py                         # every notebook in nbs/, in course order
+    python tools/run_notebooks.py 12_schedules 60_evaluation   # some of them (names with or without .ipynb)
+    python tools/run_notebooks.py --times run_times.json  # also write each notebook's run time
+
+Each notebook runs in a fresh kernel (execnb's CaptureShell, the engine of `nbdev_test`) from `nbs/`, as a student runs it:
+`pick(test, cpu, gpu)` gives the CPU size here and the GPU size on a CUDA machine, `#| slow` cells run (they refresh
+`assets/`), `#| gpu` cells run only where CUDA is present, the `nbdev_export()` cell never runs. Outputs (text, tables,
+figures as PNG) are written into the notebook, which is then cleaned by `nbdev_clean` (no execution counts or
+metadata). A notebook that raises stops there: its file is left as it was, and the script exits with status 1 after
+the others. Prints, per notebook, the wall time and the size of its stored outputs.
+"""
+import argparse, json, os, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / 'nbs'
+
+def flags(cell) -> set:
+    "The `#| word` flags on a code cell's first lines."
+    out = set()
+    for line in cell.source.splitlines():
+        if not line.startswith('#|'): break
+        out.add(line[2:].strip().split(' ')[0])
+    return out
+
+def run_one(path: Path, gpu: bool) -> tuple[bool, float, int]:
+    "Execute `path` in place; return (ok, seconds, bytes of stored outputs)."
+    from execnb.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    nb = read_nb(path)
+    def skip(cell):
+        if cell.cell_type != 'code': return True
+        if 'nbdev_export(' in cell.source: return True
+        return 'gpu' in flags(cell) and not gpu
+    t0 = time.time()
+    shell = CaptureShell(path, mpl_format='png')
+    cwd = os.getcwd(); os.chdir(path.parent)
+    try:
+        shell.run_all(nb, exc_stop=True, preproc=skip)
+    except Exception:
+        sys.stderr.write(shell.prettytb(fname=path) + '\n')
+        return False, time.time() - t0, 0
+    finally:
+        os.chdir(cwd)
+    write_nb(nb, path)
+    size = sum(len(json.dumps(c.get('outputs', []))) for c in nb.cells if c.cell_type == 'code')
+    return True, time.time() - t0, size
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('notebooks', nargs='*', help='names in nbs/ (default: all of them, in course order)')
+    p.add_argument('--times', help='write {notebook: seconds} here (JSON)')
+    a = p.parse_args(argv)
+    if os.environ.get('IN_TEST'): p.error('IN_TEST is set: the notebooks would run at their test size; unset it')
+    names = [n if n.endswith('.ipynb') else n + '.ipynb' for n in a.notebooks] or sorted(f.name for f in NBS.glob('*.ipynb'))
+    missing = [n for n in names if not (NBS / n).exists()]
+    if missing: p.error(f"no such notebook in {NBS}: {', '.join(missing)}")
+    import torch
+    gpu = torch.cuda.is_available()
+    print(f"running {len(names)} notebook(s) at their {'GPU' if gpu else 'CPU'} size", flush=True)
+    times, failed = {}, []
+    for n in names:
+        ok, secs, size = run_one(NBS / n, gpu)
+        times[n] = round(secs, 1)
+        print(f"{n:28s} {'ok    ' if ok else 'FAILED'} {secs / 60:6.1f} min  outputs {size / 1024:7.0f} KiB"
+              + ('  (over 1 MiB: compress its figures)' if size > 2**20 else ''), flush=True)
+        if not ok: failed.append(n)
+    for n in names:
+        if n not in failed: subprocess.run(['nbdev_clean', '--fname', str(NBS / n)], cwd=ROOT, check=True)
+    if a.times: Path(a.times).write_text(json.dumps(times, indent=1) + '\n')
+    if failed: sys.exit(f"failed: {', '.join(failed)}")
+
+if __name__ == '__main__':
+    main()
