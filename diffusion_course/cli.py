@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import autocast, bf16_pays, make_generator, progress_bar, save_gif, seed_everything, setup_matplotlib, to_uint8
+from .core import autocast, make_generator, mixed_precision, progress_bar, save_gif, seed_everything, setup_matplotlib, to_uint8
 from .data import DATASETS, load_dataset
 from .diffusion import ddpm
 from .diffusion.ddim import DDIMSampler
@@ -216,7 +216,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--eval-n', type=int, help=f"samples scored at the end (FD, KID, precision/recall, copies, class accuracy beside the ruler; "
                    f"mnist-offline runs), written to metrics.json; 0: none (default {d['eval_n']})")
     p.add_argument('--eval-every', type=int, help='also score 100 samples every this many steps: FD against steps and training time in eval.png (default: never)')
-    p.add_argument('--no-bf16', dest='bf16', action='store_false', default=None, help='fp32 throughout (default: bf16 autocast on CUDA and on CPUs with native bf16)')
+    p.add_argument('--no-bf16', dest='bf16', action='store_false', default=None, help='fp32 throughout (default: mixed precision that fits the device: bf16 on GPUs of compute capability 8.0+ and on CPUs with native bf16, fp16 with loss scaling on older GPUs such as a T4)')
     p.add_argument('--compile', action='store_true', default=None, help='torch.compile the model')
     p.add_argument('--quiet', action='store_true', default=None, help='no progress bar')
     return p
@@ -334,7 +334,7 @@ def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50,
                    objective: str = 'eps',  # what the model predicts (dc-train --objective)
                    learned_variance: bool = False,  # the model outputs a learned variance (dc-train --loss hybrid)
                    decoder=None,  # a latent model's autoencoder (`latent.Autoencoder`): x0_hat is not clipped, the result is decoded
-                   bf16: bool = False):  # the model's forward under bf16 autocast (`core.autocast`); the sampler's arithmetic stays fp32
+                   bf16: bool | torch.dtype | None = False):  # the model's forward under autocast (`core.autocast`): True bf16, a dtype (`core.mixed_precision`: fp16 on a T4), False fp32; the sampler's arithmetic stays fp32
     "A callable (model, x_T, y) -> x0 (or (x0, frames) with `keep_x0`): any sampler of `SAMPLER_CHOICES` on the model's objective, guided when cfg_scale != 1."
     s = make_sampler_for(sched, sampler, steps, eta, objective, learned_variance, clip_x0=decoder is None)  # latents are not images in [-1, 1]
     def sample_fn(model, x_T, y):
@@ -344,7 +344,7 @@ def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50,
         if bf16:
             inner = net
             def net(x, t, y=None):
-                with autocast(x.device, True): return inner(x, t, y).float()
+                with autocast(x.device, bf16): return inner(x, t, y).float()
         out = run_sampler(net, s, x_T=x_T, y=y, keep_x0=keep_x0, keep_every=max(1, len(s.timesteps()) // 20))
         if decoder is None: return out
         dev = next(decoder.parameters()).device
@@ -355,7 +355,7 @@ def make_sample_fn(sched: ddpm.Schedule, sampler: str = 'ddim', steps: int = 50,
 
 def sample_fn_for(config: dict,  # a checkpoint's config (from `load_trained`, or `build_run`'s)
                   sampler: str = 'ddim', steps: int = 50, eta: float | None = None, cfg_scale: float = 1.0, keep_x0: bool = False,
-                  bf16: bool = False,  # the model's forward under bf16 autocast
+                  bf16: bool | torch.dtype | None = False,  # the model's forward under autocast, as `make_sample_fn`
                   decoder=None):  # a latent run's autoencoder (`latent.load_run_autoencoder`)
     "`make_sample_fn` for the model a dc-train config describes: its schedule, objective, variance and classes."
     objective = config.get('objective', 'eps')  # runs from before --objective trained eps
@@ -440,7 +440,7 @@ def _same_data(run_config: dict, ck_config: dict, where: str):
         raise UsageError(f"the model of these options differs from the one in {where}: {k!r} is {a.get('config', a).get(k)} here, "
                          f"{(b.get('config') or b).get(k)} there (was config.json edited?)")
 
-def _final_eval(out: Path, trainer: Trainer, opts: dict, device, bf16: bool) -> dict:
+def _final_eval(out: Path, trainer: Trainer, opts: dict, device, bf16: bool | torch.dtype) -> dict:
     "Score the final EMA model as `dc-eval` does (its sampler, steps and guidance), write metrics.json (with any `--eval-every` history and "
     "eval.png), print the table; returns the headline figures for summary.json."
     from diffusion_course.evaluation import EvalCallback, evaluate_checkpoint, format_report, save_metrics
@@ -478,7 +478,7 @@ def train(argv=None) -> dict:
             return out, opts, run, ck
         out, opts, run, ck = _on_every_rank(world, prepare)
         K = run['config']['num_classes']
-        bf16 = bool(opts['bf16']) and bf16_pays(device)
+        bf16 = mixed_precision(device, bool(opts['bf16'])) or False  # the trainer's choice (bf16, fp16 on a T4, or fp32), for sampling too
         sample_fn = sample_fn_for(run['config'], 'ddim', opts['sample_steps'], cfg_scale=opts['cfg_scale'], bf16=bf16,
                                   decoder=run['autoencoder'])  # the run's objective; unguided without classes
         scored = opts['dataset'] == 'mnist-offline'  # the course's evaluator (digit classifier features, held-out digits, ruler)

@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #a8fed80c
 from __future__ import annotations
 import contextlib, math, os, random, sys, time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['seed_everything', 'make_generator', 'default_device', 'cpu_has_bf16', 'bf16_pays', 'autocast', 'in_test', 'pick',
-           'to_uint8', 'image_grid', 'save_image_grid', 'setup_matplotlib', 'show_images', 'save_gif', 'is_interactive',
+__all__ = ['REPO', 'seed_everything', 'make_generator', 'default_device', 'cpu_has_bf16', 'cuda_has_bf16', 'mixed_precision',
+           'bf16_pays', 'autocast', 'in_test', 'pick', 'checkout_root', 'out_dir', 'course_asset', 'to_uint8',
+           'image_grid', 'save_image_grid', 'setup_matplotlib', 'show_images', 'save_gif', 'is_interactive',
            'progress_bar', 'quick_train', 'energy_distance', 'point_batches', 'ToyMLP']
 
 # %% ../nbs/00_core.ipynb #3f6d0e82
@@ -45,17 +46,30 @@ def cpu_has_bf16() -> bool:
     except OSError: return False  # not Linux: no way to tell, so no
     return 'avx512_bf16' in flags or 'amx_bf16' in flags
 
-def bf16_pays(device) -> bool:
-    "Whether bf16 autocast speeds up work on `device`: CUDA with bf16 support, or a CPU with native bf16 (`cpu_has_bf16`)."
-    device = torch.device(device)
-    if device.type == 'cuda': return torch.cuda.is_bf16_supported()
-    return device.type == 'cpu' and cpu_has_bf16()
+def cuda_has_bf16(device=None) -> bool:
+    "True when the CUDA GPU has bf16 tensor cores (compute capability >= 8.0: A100, RTX 30xx, L4, H100); a T4 (7.5) and a V100 (7.0) do not."
+    return torch.cuda.get_device_capability(device) >= (8, 0)  # not `torch.cuda.is_bf16_supported()`: it says True on a T4 too (emulated bf16)
 
-def autocast(device, enabled: bool = True):
-    "bf16 autocast on `device` (CUDA or CPU) when `enabled`, a no-op context otherwise (and on devices without bf16 autocast)."
+def mixed_precision(device,
+                    enabled: bool = True,  # False: fp32 throughout (the user's switch)
+                    ) -> torch.dtype | None:
+    "The autocast dtype that fits `device`: bf16 where it is native, fp16 (train it with a `GradScaler`) on a CUDA GPU without bf16, None (fp32) elsewhere."
+    device = torch.device(device)
+    if not enabled: return None
+    if device.type == 'cuda': return torch.bfloat16 if cuda_has_bf16(device) else torch.float16
+    return torch.bfloat16 if device.type == 'cpu' and cpu_has_bf16() else None  # a CPU without native bf16 only emulates it: slower
+
+def bf16_pays(device) -> bool:
+    "Whether bf16 autocast speeds up work on `device`: a CUDA GPU with bf16 tensor cores, or a CPU with native bf16."
+    return mixed_precision(device) == torch.bfloat16
+
+def autocast(device,
+             enabled: bool | torch.dtype | None = True):  # True: bf16; a dtype (e.g. `mixed_precision(device)`): that one; False or None: off
+    "Autocast on `device` (CUDA or CPU) in bf16, or in the dtype given; a no-op context when off (and on devices without autocast)."
     device = torch.device(device)
     if device.type not in ('cuda', 'cpu'): return contextlib.nullcontext()  # MPS, meta: fp32 as written
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    dtype, enabled = (enabled, True) if isinstance(enabled, torch.dtype) else (torch.bfloat16, bool(enabled))
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 def in_test() -> bool:
     "True when running under `nbdev_test` (which sets `IN_TEST`) or pytest."
@@ -67,6 +81,64 @@ def pick(test, cpu=None, gpu=None):
     gpu = cpu if gpu is None else gpu
     if in_test(): return test
     return gpu if torch.cuda.is_available() else cpu
+
+# %% ../nbs/00_core.ipynb #3fbec200
+REPO = 'diffusion-course/diffusion_course'  # the course on GitHub (settings.ini's user/lib_name)
+
+def checkout_root(start=None,  # where to look from (default: the working directory)
+                  ) -> Path | None:
+    "The root of the checkout of this repository that `start` lies in (a `settings.ini` with lib_name diffusion_course), or None."
+    import configparser
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if not (d / 'settings.ini').is_file(): continue
+        cfg = configparser.ConfigParser(delimiters=['='], interpolation=None)
+        try: cfg.read(d / 'settings.ini', encoding='utf-8')
+        except (configparser.Error, UnicodeDecodeError): continue
+        if cfg.get('DEFAULT', 'lib_name', fallback=None) == 'diffusion_course': return d
+    return None
+
+def out_dir(name: str = '',  # a folder for one notebook's or run's files, e.g. '10_ddpm' (inside a checkout, pictures ignore it)
+            kind: str = 'assets',  # 'assets' (pictures, GIFs) or 'runs' (checkpoints, logs)
+            start=None,  # where the notebook runs (default: the working directory)
+            drive='/content/drive',  # where Colab mounts Google Drive
+            ) -> Path:
+    "Where a notebook writes what it makes (created): a checkout's `assets/` (or `runs/<name>`), Drive's MyDrive/diffusion_course/<name> when mounted, else ./runs/<name>."
+    if kind not in ('assets', 'runs'): raise ValueError(f"kind must be 'assets' or 'runs', got {kind!r}")
+    root = checkout_root(start)
+    if root is not None: out = root / 'assets' if kind == 'assets' else root / 'runs' / name
+    elif (Path(drive) / 'MyDrive').is_dir(): out = Path(drive) / 'MyDrive' / 'diffusion_course' / name  # kept after the session ends
+    else: out = Path(start or Path.cwd()).resolve() / 'runs' / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+def course_asset(path: str,  # a file or folder under the repository's assets/, e.g. 'latent_comparison'
+                 start=None,  # where the notebook runs (default: the working directory)
+                 url: str = f'https://codeload.github.com/{REPO}/tar.gz/refs/heads/main',  # the repository as a tarball
+                 ) -> Path:
+    "What the repository keeps under assets/`path`: the checkout's copy, else the repository's copy from GitHub, fetched once."
+    import io, tarfile, urllib.request
+    root = checkout_root(start)
+    if root is not None:
+        if not (root / 'assets' / path).exists(): raise FileNotFoundError(f"assets/{path} is missing from the checkout at {root} (git checkout -- assets/{path} restores it)")
+        return root / 'assets' / path
+    dest = out_dir('course-assets', start=start)
+    if not (dest / path).exists():
+        want = PurePosixPath('assets', path)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r: data = r.read()
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for m in tar.getmembers():
+                    rel = PurePosixPath(*PurePosixPath(m.name).parts[1:])  # drop the archive's top folder (repo-branch/)
+                    if not m.isfile() or '..' in rel.parts or not (rel == want or want in rel.parents): continue
+                    f = dest / rel.relative_to('assets')
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    f.write_bytes(tar.extractfile(m).read())
+        except Exception as e: print(f"course_asset: could not fetch {url}: {e}", file=sys.stderr)
+        if not (dest / path).exists():
+            raise FileNotFoundError(f"assets/{path} is part of the repository, not of the package, and could not be fetched; clone "
+                                    f"https://github.com/{REPO} and run this notebook from its nbs/, or see it at https://github.com/{REPO}/tree/main/assets/{path}")
+    return dest / path
 
 # %% ../nbs/00_core.ipynb #b0335890
 def to_uint8(x: torch.Tensor,  # images in `value_range`, any shape

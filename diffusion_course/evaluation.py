@@ -369,7 +369,7 @@ class Protocol:
     features: str = ''  # the feature extractor's name
     reference: str = ''  # the reference set
     checkpoint: str | None = None
-    precision: str | None = None  # of the model's forward while sampling: 'bf16' (autocast) or 'fp32'
+    precision: str | None = None  # of the model's forward while sampling: 'bf16' or 'fp16' (autocast) or 'fp32'
 
     def to_dict(self) -> dict: return asdict(self)
     def __str__(self) -> str:
@@ -519,11 +519,11 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
                         ema: bool = True,  # the EMA weights (False: the raw ones)
                         evaluator: Evaluator | None = None,  # default: `Evaluator.mnist` for an mnist-offline run
                         batch_size: int = 250, device=None,
-                        bf16: bool | None = None,  # the model's forward under bf16 autocast (default: as the run trained, where it pays)
+                        bf16: bool | torch.dtype | None = None,  # the model's forward under autocast (default: as the run trained, in the dtype that fits the device: `core.mixed_precision`)
                         progress: bool = True) -> dict:
     "Sample `n` class-balanced images from a checkpoint, score them and the ruler: {'protocol', 'metrics', 'ruler', 'seconds'}."
     from diffusion_course.cli import load_trained, parse_labels, sample_fn_for
-    from diffusion_course.core import bf16_pays
+    from diffusion_course.core import mixed_precision
     t0 = time.time()
     model, config = load_trained(path, ema=ema, device=device or 'cpu')
     from diffusion_course.latent import load_run_autoencoder
@@ -540,7 +540,7 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
         evaluator = Evaluator.mnist(size=image_shape[-1], device=device)
     if evaluator.real is not None and n > len(evaluator.real):
         raise ValueError(f"the ruler has {len(evaluator.real)} real images besides the reference: n must be at most that, got {n}")
-    if bf16 is None: bf16 = bool(args.get('bf16', False)) and bf16_pays(device or 'cpu')
+    if bf16 is None: bf16 = mixed_precision(device or 'cpu', bool(args.get('bf16', False))) or False
     sample_fn = sample_fn_for(config, sampler, steps, eta, cfg_scale, bf16=bf16, decoder=ae)  # the run's objective (eps, x0, v or flow), variance and autoencoder
     y = parse_labels(None, n, config)  # 0, 1, ..., K-1, 0, ... (multi-hot: the null condition; unconditional: None)
     t1 = time.time()
@@ -549,7 +549,7 @@ def evaluate_checkpoint(path,  # a dc-train run folder (its newest checkpoint) o
     metrics = evaluator.score(x, y if y is not None and y.dim() == 1 else None)
     ruler = evaluator.ruler(n, progress=progress)
     protocol = Protocol(n, sampler, steps, cfg_scale if K else None, 'ema' if ema else 'raw', seed, evaluator.extractor.name,
-                        evaluator.reference_name, checkpoint=config['checkpoint'], precision='bf16' if bf16 else 'fp32')
+                        evaluator.reference_name, checkpoint=config['checkpoint'], precision='fp16' if bf16 == torch.float16 else 'bf16' if bf16 else 'fp32')
     return {'protocol': protocol.to_dict(), 'metrics': metrics, 'ruler': ruler,
             'seconds': {'load': round(t1 - t0, 2), 'sample': round(t2 - t1, 2), 'score': round(time.time() - t2, 2)},
             'samples': x}

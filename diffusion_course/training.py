@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, default_collate
 
-from .core import autocast, bf16_pays, make_generator, image_grid, is_interactive, save_gif, setup_matplotlib
+from .core import autocast, make_generator, mixed_precision, image_grid, is_interactive, save_gif, setup_matplotlib
 
 # %% auto #0
 __all__ = ['DECAYS', 'RESUME_KEYS', 'WarmupDecay', 'Batches', 'dist_info', 'setup_distributed', 'cleanup_distributed',
@@ -297,7 +297,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 RESUME_KEYS = ('step', 'steps', 'world', 'opt', 'sched', 'batches', 'rng', 'callbacks')  # what `checkpoint_state` saves
 
 class Trainer:
-    "AdamW with warmup + constant/cosine decay, clipping, accumulation, bf16 autocast where it pays, DDP under torchrun, callbacks."
+    "AdamW with warmup + constant/cosine decay, clipping, accumulation, mixed precision that fits the device, DDP under torchrun, callbacks."
     def __init__(self, model: torch.nn.Module,  # any module; saved from here, never from a DDP or compiled wrapper
                  loss_fn: Callable,  # loss_fn(model, x0, y) -> scalar tensor
                  data,  # a Dataset of (x0, y) pairs, e.g. `ImageData`
@@ -309,7 +309,7 @@ class Trainer:
                  accum: int = 1,  # micro-batches per optimizer step
                  seed: int = 0,
                  device=None,  # default: cuda:LOCAL_RANK if present, else CPU
-                 bf16: bool = True,  # bf16 autocast where it pays (`core.bf16_pays`: CUDA, or a CPU with native bf16); False: fp32
+                 bf16: bool = True,  # mixed precision that fits the device (`core.mixed_precision`: bf16 where native, fp16 + GradScaler on a T4); False: fp32
                  compile: bool = False,  # torch.compile the training forward
                  callbacks: Sequence[Callback] = (),
                  config: dict | None = None):  # JSON-serialisable: what rebuilds the model; saved in every checkpoint
@@ -328,7 +328,8 @@ class Trainer:
         if self.device.type == 'cuda':
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.autocast = bool(bf16) and bf16_pays(self.device)
+        self.amp_dtype = mixed_precision(self.device, bool(bf16))  # bf16, fp16 or None (fp32): the one choice, used by training and sampling
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None  # fp16 gradients underflow unscaled
         self.data = data
         self.batches = Batches(data, batch_size, seed=seed, rank=self.rank, world=self.world, device=self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas,
@@ -365,28 +366,35 @@ class Trainer:
             x0, y = next(self.batches)
             sync = self.world == 1 or i == self.accum - 1
             with (nullcontext() if sync else self.train_model.no_sync()):
-                with autocast(self.device, self.autocast):
+                with autocast(self.device, self.amp_dtype):
                     loss = self.loss_fn(self.train_model, x0, y) / self.accum
-                loss.backward()
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()  # fp16: the gradients of loss * scale
             total += loss.detach().float()
         if self.world > 1:  # the loss, averaged, and whether any process was asked to stop, in one collective
             both = torch.stack([total, torch.tensor(float(self.signalled is not None), device=self.device)])
             dist.all_reduce(both, op=dist.ReduceOp.AVG)
             total = both[0]
             if both[1] > 0 and self.signalled is None: self.signalled = signal.SIGTERM  # another process was stopped
+        if self.scaler is not None: self.scaler.unscale_(self.opt)  # the true gradients, before clipping and the finiteness check
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.grad_clip: norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)  # the norm before clipping
         elif params: norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
         else: norm = torch.zeros((), device=self.device)  # (the gradients, and so the norm, are the same on every rank: DDP averaged them)
-        if not bool(torch.isfinite(total) & torch.isfinite(norm)):
+        self.grad_norm = norm  # before clipping (a tensor: no synchronisation here)
+        finite_loss, finite_grad = torch.stack([torch.isfinite(total), torch.isfinite(norm)]).tolist()  # one synchronisation
+        overflow = finite_loss and not finite_grad and self.scaler is not None and self.scaler.get_scale() >= 1  # fp16: scale too large
+        if not (finite_loss and finite_grad) and not overflow:  # (an overflow is the scaler's to handle: it skips the step, halves the scale)
             self.opt.zero_grad(set_to_none=True)
+            if self.scaler is not None: self.scaler.update()  # closes this step's unscale_
             last = self.checkpointer.last if self.checkpointer is not None else None
             what = (f"the loss became {total.item()}" if not torch.isfinite(total) else
-                    f"the gradients became non-finite (norm {norm.item()}) although the loss was finite ({total.item():.4g})")
+                    f"the gradients became non-finite (norm {norm.item()}) although the loss was finite ({total.item():.4g})"
+                    + (" and fp16's loss scale had fallen below 1" if self.scaler is not None else ""))
             raise FloatingPointError(f"{what} at step {self.step + 1}: training stopped before that step was taken; "
                                      + (f"the last good checkpoint is {str(last)!r}" if last else "no checkpoint was written yet")
                                      + " (try a lower learning rate or stronger gradient clipping)")
-        self.opt.step()
+        if self.scaler is None: self.opt.step()
+        else: self.scaler.step(self.opt); self.scaler.update()  # skips the step when the gradients overflowed
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         return total.item()
@@ -437,6 +445,7 @@ class Trainer:
         state = {'step': self.step, 'steps': self.steps, 'world': self.world, 'opt': self.opt.state_dict(),
                  'sched': self.sched.state_dict(), 'batches': self.batches.state_dict(), 'rng': every,
                  'callbacks': {type(cb).__name__: cb.state_dict() for cb in self.callbacks}}
+        if self.scaler is not None: state['scaler'] = self.scaler.state_dict()  # the loss scale it has learned, so a resume continues exactly
         return weights, state
 
     def resume(self, path) -> Path:
@@ -460,6 +469,7 @@ class Trainer:
             for g, base in zip(self.opt.param_groups, self.sched.base_lrs): g['lr'] = base * self.sched.lr_lambdas[0](self.sched.last_epoch)
             self.sched._last_lr = [g['lr'] for g in self.opt.param_groups]
             self.batches.load_state_dict(s['batches'])
+            if self.scaler is not None and 'scaler' in s: self.scaler.load_state_dict(s['scaler'])  # else (a bf16 or fp32 run): a fresh scale
             if s['world'] == self.world: set_rng_state(s['rng'][self.rank])  # else: a different world size resumes, but not bit-exactly
             for cb in self.callbacks:
                 if type(cb).__name__ in s['callbacks']: cb.load_state_dict(s['callbacks'][type(cb).__name__])
