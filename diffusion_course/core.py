@@ -178,9 +178,12 @@ def save_image_grid(x: torch.Tensor, path, nrow: int = 8, **kwargs) -> Path:
 
 # %% ../nbs/00_core.ipynb #f0519a81
 def setup_matplotlib():
-    "Use the headless `Agg` backend outside notebooks on machines without a display; returns `pyplot`."
+    "Use the headless `Agg` backend outside notebooks (and under test) on machines without a display; returns `pyplot`."
     import matplotlib
-    in_notebook = 'ipykernel' in sys.modules or 'google.colab' in sys.modules
+    ipython = sys.modules.get('IPython')
+    in_notebook = ('ipykernel' in sys.modules or 'google.colab' in sys.modules  # Jupyter, Colab
+                   or (ipython is not None and ipython.get_ipython() is not None)  # any IPython shell: execnb's, which runs tools/run_notebooks.py
+                   or 'inline' in matplotlib.get_backend()) and not in_test()  # under nbdev_test nothing is looked at: Agg, no PNGs to render
     if not in_notebook and not os.environ.get('DISPLAY') and sys.platform.startswith('linux'):
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt
