@@ -202,33 +202,33 @@ def draw_tmsa(tmsa: TMSA, tol: float = 1e-5):  # below `tol` a time term counts 
     "TMSA's six projections and where the time token enters, each time projection labelled by what `tmsa_time_effects` measures on this module."
     fx = tmsa_time_effects(tmsa)
     D, Dt, w, heads = tmsa.qkv_s.in_features, tmsa.qkv_t.in_features, tmsa.window, tmsa.heads
-    fig, (ax,) = new_figure(width=9.0, height=5.4)
+    fig, (ax,) = new_figure(width=10.0, height=5.0)
     box(ax, 1.4, 0, 3.2, 0.6, f'x_s: {w}x{w} = {w * w} spatial tokens, width {D}', 'input:x_s', '#e6e6e6')
-    box(ax, 7.4, 0, 3.0, 0.6, f'x_t: one time token, width {Dt}', 'input:x_t', '#f6c98b')
+    box(ax, 7.7, 0, 3.0, 0.6, f'x_t: one time token, width {Dt}', 'input:x_t', '#f6c98b')
     red, grey, blue = '#e06666', '#d9d9d9', '#9fc5e8'
     outcome = {'q': ('moves-attention', 'moves\nthe attention', red) if fx['q'] > tol else ('inert', 'changes\nnothing here', grey),
                'k': ('moves-attention', 'moves\nthe attention (!)', red) if fx['k'] > tol else ('cancels', 'cancels in\nthe softmax', grey),
                'v': ('uneven', 'moves tokens\nunevenly (!)', red) if fx['v'] > tol else ('shifts-all', 'one shift for\nevery token', blue)}
     for i, p in enumerate('qkv'):
-        xs, xt, xo = 1.4 * i, 5.6 + 1.8 * i, 1.4 + 2.8 * i
+        xs, xt, xo = 1.4 * i, 5.4 + 2.3 * i, 1.4 + 2.8 * i
         box(ax, xs, 1.5, 1.2, 0.55, f'W_{p}s', f'proj:s:{p}', '#d9ead3')
         arrow(ax, (1.4, 0.3), (xs, 1.22))
         tag, text, color = outcome[p]
         box(ax, xt, 1.5, 1.2, 0.55, f'W_{p}t', f'proj:t:{p}:{tag}', color)
         ax.text(xt + 0.65, 1.5, text, fontsize=6.5, ha='left', va='center', color='0.2')
-        arrow(ax, (7.4, 0.3), (xt, 1.22), color='tab:orange')
+        arrow(ax, (7.7, 0.3), (xt, 1.22), color='tab:orange')
         box(ax, xo, 3.2, 2.3, 0.55, f'{p} = x_s W_{p}s + x_t W_{p}t', f'sum:{p}', 'white', fontsize=7)
         arrow(ax, (xs, 1.78), (xo - 0.3, 2.92))
         arrow(ax, (xt, 1.78), (xo + 0.3, 2.92), color='tab:orange', ls=':' if tag == 'cancels' else '-')
-    box(ax, 2.8, 4.6, 3.6, 0.6, f'a = softmax(q k^T / sqrt(d) + B), {heads} heads', 'softmax', '#d9ead3')
-    box(ax, -0.6, 4.6, 1.4, 0.8, f'B: learned\n({2 * w - 1}^2, {heads})\nbias table', 'bias', '#e6e6e6', fontsize=7)
-    arrow(ax, (0.1, 4.6), (1.0, 4.6))
+    box(ax, 2.8, 4.6, 4.4, 0.6, f'a = softmax(q k^T / sqrt(d) + B), {heads} heads', 'softmax', '#d9ead3')
+    box(ax, -1.2, 4.6, 1.4, 0.8, f'B: learned\n({2 * w - 1}^2, {heads})\nbias table', 'bias', '#e6e6e6', fontsize=7)
+    arrow(ax, (-0.5, 4.6), (0.6, 4.6))
     arrow(ax, (1.4, 3.48), (2.2, 4.3)); arrow(ax, (4.2, 3.48), (3.4, 4.3))
     box(ax, 5.6, 5.9, 2.6, 0.6, 'a v, then W_o: (N, D)', 'output', '#e6e6e6')
     arrow(ax, (2.8, 4.9), (4.3, 5.75)); arrow(ax, (7.0, 3.48), (6.0, 5.6))
-    ax.text(10.4, 4.3, '\n'.join(f'without W_{p}t: ' + (f'attention moves by {fx[p]:.2g}' if p != 'v' else f'tokens move unevenly by {fx[p]:.2g}')
+    ax.text(11.9, 5.9, '\n'.join(f'without W_{p}t: ' + (f'attention moves by {fx[p]:.2g}' if p != 'v' else f'tokens move unevenly by {fx[p]:.2g}')
                                  for p in 'qkv'), fontsize=7, ha='right', va='center', color='0.3')
-    _frame(ax, (-1.5, 10.5), (-0.5, 6.4), 'TMSA: which projections see the time token')
+    _frame(ax, (-2.0, 12.0), (-0.5, 6.4), 'TMSA: which projections see the time token')
     return fig
 
 # %% ../nbs/45_pictures.ipynb #9e17efae
@@ -292,13 +292,13 @@ def draw_cross_attention_skip(stage: DecoderStage,  # a decoder stage of XSwinDi
                                                gid=f'cell:{tag}' + (':window' if hit else '')))
         for k, (i, j) in enumerate((i, j) for i in range(0, H, w) for j in range(0, W, w)):
             a.add_patch(mpatches.Rectangle((x0 + j, H - i - w), w, w, fill=False, ec='k', lw=1.2, gid=f'window:{tag}:{k}'))
-        a.text(x0 + W / 2, H + 0.4, name, fontsize=8, ha='center')
+        a.text(x0 + W / 2, -0.5, name, fontsize=8, ha='center', va='top')
     r, c = divmod(window_index, W // w)
     yc = H - r * w - w / 2
     arrow(a, (W + 2 + c * w + w / 2, yc), (c * w + w / 2, yc), 'cross:kv', color='tab:red', connectionstyle='arc3,rad=0.35')
-    a.text(W + 1, -0.4, f'the queries of window {window_index} read the skip in window {window_index} only',
+    a.text(W + 1, -1.5, f'the queries of window {window_index} read the skip in window {window_index} only',
            fontsize=7, ha='center', va='top', color='tab:red')
-    _frame(a, (-0.3, 2 * W + 2.3), (-1.5, H + 1.0), 'windowed cross-attention: same window, two maps')
+    _frame(a, (-0.3, 2 * W + 2.3), (-2.4, H + 0.35 * W + 1), 'windowed cross-attention: same window, two maps')
     steps = []  # (text, tag) of the stage's layers, read from the module
     C = stage.fuse.linear.out_features
     if stage.expand is not None: steps.append((f'patch expanding: {2 * C} -> {C}, 2x resolution', 'layer:expand'))
@@ -351,12 +351,12 @@ def plot_attention_over_t(model,  # a token model (DiT, U-ViT) called as model(x
                           query: int | None = None,  # the query token (default: the centre)
                           seed: int = 0):  # of the noise, the same at every t
     "Noise one image to several t with the same eps, and show one head's attention from one query token at each: returns (figure, maps (len(steps), grid, grid))."
-    n = len(steps)
+    n, dev = len(steps), next(model.parameters()).device
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     t = torch.tensor(steps)
-    x_t = ddpm.q_sample(sched, x0.expand(n, -1, -1, -1), t, eps.expand(n, -1, -1, -1))  # (n, C, H, W)
+    x_t = ddpm.q_sample(sched, x0.cpu().expand(n, -1, -1, -1), t, eps.expand(n, -1, -1, -1))  # (n, C, H, W)
     was = model.training
-    a = capture_attention(model.eval(), attn, x_t, t, None if y is None else y.expand(n))  # (n, heads, N, N)
+    a = capture_attention(model.eval(), attn, x_t.to(dev), t.to(dev), None if y is None else y.to(dev).expand(n)).float().cpu()  # (n, heads, N, N)
     model.train(was)
     q = grid * (grid // 2) + grid // 2 if query is None else query
     maps = a[:, head, q, :grid * grid].reshape(n, grid, grid)  # the image tokens only (in-context tokens dropped)
@@ -366,11 +366,11 @@ def plot_attention_over_t(model,  # a token model (DiT, U-ViT) called as model(x
     for i in range(n):
         top, bottom = axes[i], axes[n + i]
         top.imshow(x_t[i].mean(0).clamp(-1, 1).numpy(), cmap='gray', vmin=-1, vmax=1)
-        top.add_patch(mpatches.Rectangle((c * p - 0.5, r * p - 0.5), p, p, fill=False, ec='tab:red', lw=1.5, gid='query'))
+        top.add_patch(mpatches.Rectangle((c * p - 0.5, r * p - 0.5), p, p, fill=False, ec='cyan', lw=1.5, gid='query'))
         top.set_title(f't = {steps[i]}', fontsize=9)
         bottom.imshow(maps[i].numpy(), cmap='magma', interpolation='nearest')
-        bottom.add_patch(mpatches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec='tab:cyan', lw=1.5, gid='query'))
+        bottom.add_patch(mpatches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec='cyan', lw=1.5, gid='query'))
         for ax in (top, bottom): ax.set_xticks([]); ax.set_yticks([])
-    axes[0].set_ylabel('x_t', fontsize=9); axes[n].set_ylabel(f'head {head}, query in red', fontsize=8)
+    axes[0].set_ylabel('x_t', fontsize=9); axes[n].set_ylabel(f'head {head}: attention\nof the boxed token', fontsize=8)
     fig.tight_layout()
     return fig, maps
