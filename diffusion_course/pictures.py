@@ -220,7 +220,7 @@ def draw_tmsa(tmsa: TMSA, tol: float = 1e-5):  # below `tol` a time term counts 
         box(ax, xo, 3.2, 2.3, 0.55, f'{p} = x_s W_{p}s + x_t W_{p}t', f'sum:{p}', 'white', fontsize=7)
         arrow(ax, (xs, 1.78), (xo - 0.3, 2.92))
         arrow(ax, (xt, 1.78), (xo + 0.3, 2.92), color='tab:orange', ls=':' if tag == 'cancels' else '-')
-    box(ax, 2.8, 4.6, 4.4, 0.6, f'a = softmax(q k^T / sqrt(d) + B), {heads} heads', 'softmax', '#d9ead3')
+    box(ax, 2.8, 4.6, 4.4, 0.6, f'a = softmax(q k^T / sqrt(d) + B), {heads} heads', 'softmax', '#d9ead3', fontsize=7)
     box(ax, -1.2, 4.6, 1.4, 0.8, f'B: learned\n({2 * w - 1}^2, {heads})\nbias table', 'bias', '#e6e6e6', fontsize=7)
     arrow(ax, (-0.5, 4.6), (0.6, 4.6))
     arrow(ax, (1.4, 3.48), (2.2, 4.3)); arrow(ax, (4.2, 3.48), (3.4, 4.3))
