@@ -20,7 +20,7 @@ def _bench():
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp('bench')
-    assert train_main(['--out', str(d / 'eps'), *TINY]) == 0
+    assert train_main(['--out', str(d / 'eps'), *TINY, '--objective', 'eps']) == 0
     assert train_main(['--out', str(d / 'flow'), *TINY, '--objective', 'flow']) == 0
     return d
 

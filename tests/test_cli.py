@@ -35,7 +35,7 @@ def test_sample_grid_and_gif(run, tmp_path):
                 '--labels', '3,7', '--n', '4', '--seed', '1', '--out', grid, '--gif', gif)
     assert r.returncode == 0, r.stderr[-3000:]
     assert Image.open(grid).size[0] > 4 * 32 and Image.open(gif).n_frames == 4
-    assert sample_main(['--ckpt', str(run / 'step-0000006'), '--sampler', 'ddpm', '--steps', '3', '--n', '10', '--out', str(tmp_path / 'g2.png')]) == 0
+    assert sample_main(['--ckpt', str(run / 'step-0000006'), '--sampler', 'euler', '--steps', '3', '--n', '10', '--out', str(tmp_path / 'g2.png')]) == 0
 
 
 def test_existing_run_is_not_overwritten(run, capsys):

@@ -30,7 +30,7 @@ def flow_run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def hybrid_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('obj') / 'hybrid'
-    return out, _train(out, '--loss', 'hybrid')
+    return out, _train(out, '--objective', 'eps', '--loss', 'hybrid')
 
 
 def test_flow_run_is_recorded_and_samples_with_every_sampler(flow_run, tmp_path, capsys):

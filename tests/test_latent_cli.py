@@ -31,7 +31,7 @@ def vae(tmp_path_factory, cache):
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, vae):
     out = tmp_path_factory.mktemp('latent') / 'run'
-    summary = train(['--model', 'DiT-T/2', '--autoencoder', str(vae[0]), '--out', str(out), *TINY])
+    summary = train(['--model', 'DiT-T/2', '--autoencoder', str(vae[0]), '--out', str(out), *TINY, '--objective', 'eps'])  # eps: the DDPM chain is sampled below too
     assert summary['steps'] == 4
     return out
 
