@@ -89,6 +89,6 @@ def test_l_simple_draws_steps_from_the_train_weights():
 def test_dc_train_laplace_follows():
     "The CLI builds its schedule with make_schedule, and its loss is l_simple on that schedule: Laplace training, cosine grid."
     from diffusion_course.cli import TRAIN_DEFAULTS, build_run
-    run = build_run({**TRAIN_DEFAULTS, 'schedule': 'laplace', 'steps': 2})
+    run = build_run({**TRAIN_DEFAULTS, 'schedule': 'laplace', 'steps': 2, 'objective': 'eps'})  # eps: the loss is l_simple on the chain
     sched = run['loss'].keywords['sched']
     assert sched is run['sched'] and sched.train_weights is not None and torch.equal(sched.beta, cosine_schedule(1000).beta)
