@@ -15,7 +15,7 @@ def render(nb):
         if cell['cell_type'] == 'markdown':
             out.append(src.strip().replace('](../assets/', '](assets/').replace('](../pdfs/', '](pdfs/'))  # notebook-relative -> repo root
             continue
-        if cell['cell_type'] != 'code' or directives(src) & {'hide', 'export', 'exporti', 'slow', 'gpu'}: continue
+        if cell['cell_type'] != 'code' or directives(src) & {'hide', 'export', 'exporti', 'slow', 'gpu', 'online', 'bench'}: continue
         code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
         if code: out.append(f"```python\n{code}\n```")
         text = ''.join(''.join(o.get('text', '')) if o.get('output_type') == 'stream'

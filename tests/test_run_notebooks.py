@@ -1,4 +1,4 @@
-"tools/run_notebooks.py: outputs stored in place, `#| gpu` cells skipped without CUDA, the export cell never run, a failing notebook left as it was."
+"tools/run_notebooks.py: outputs stored in place, `#| gpu` cells skipped without CUDA, `#| online` and `#| bench` only when asked, the export cell never run, a failing notebook left as it was."
 import importlib.util, json
 from pathlib import Path
 
@@ -31,6 +31,18 @@ def test_outputs_stored_and_flags_honoured(tmp_path):
     assert out['c1'] == [] and out['c3'] == []  # gpu cell skipped on a CPU; the export cell never runs
     assert 'slow ran' in ''.join(out['c2'][0]['text'])  # slow cells run: they refresh assets/
     assert out['c4'][0]['data']['text/plain'] in ('42', ['42'])
+
+
+def test_online_and_bench_cells_run_only_when_asked(tmp_path):
+    srcs = ('#| online\nprint("downloaded")', '#| bench\nprint("benchmark re-run")', 'print("always")')
+    nb = notebook(tmp_path / 'd.ipynb', *srcs)
+    assert rn.run_one(nb, gpu=False)[0]
+    out = outputs(nb)
+    assert out['c0'] == [] and out['c1'] == [] and 'always' in ''.join(out['c2'][0]['text'])
+    nb = notebook(tmp_path / 'e.ipynb', *srcs)
+    assert rn.run_one(nb, gpu=False, online=True, bench=True)[0]
+    out = outputs(nb)
+    assert 'downloaded' in ''.join(out['c0'][0]['text']) and 'benchmark re-run' in ''.join(out['c1'][0]['text'])
 
 
 def test_gpu_cells_run_where_cuda_is(tmp_path):

@@ -3,10 +3,13 @@
     python tools/run_notebooks.py                         # every notebook in nbs/, in course order
     python tools/run_notebooks.py 12_schedules 60_evaluation   # some of them (names with or without .ipynb)
     python tools/run_notebooks.py --times run_times.json  # also write each notebook's run time
+    python tools/run_notebooks.py --online --bench 50_latent   # also the cells that download, and the benchmark re-runs
 
 Each notebook runs in a fresh kernel (execnb's CaptureShell, the engine of `nbdev_test`) from `nbs/`, as a student runs it:
 `pick(test, cpu, gpu)` gives the CPU size here and the GPU size on a CUDA machine, `#| slow` cells run (they refresh
-`assets/`), `#| gpu` cells run only where CUDA is present, the `nbdev_export()` cell never runs. Outputs (text, tables,
+`assets/`), `#| gpu` cells run only where CUDA is present, `#| online` cells (they download a dataset or weights) only
+with --online, `#| bench` cells (they re-run a maintainers' benchmark, longer than a notebook's CPU size of about
+10 minutes) only with --bench, and the `nbdev_export()` cell never runs. Outputs (text, tables,
 figures as PNG) are written into the notebook, which is then cleaned by `nbdev_clean` (no execution counts or
 metadata). A notebook that raises stops there: its file is left as it was, and the script exits with status 1 after
 the others. Prints, per notebook, the wall time and the size of its stored outputs.
@@ -25,15 +28,16 @@ def flags(cell) -> set:
         out.add(line[2:].strip().split(' ')[0])
     return out
 
-def run_one(path: Path, gpu: bool) -> tuple[bool, float, int]:
+def run_one(path: Path, gpu: bool, online: bool = False, bench: bool = False) -> tuple[bool, float, int]:
     "Execute `path` in place; return (ok, seconds, bytes of stored outputs)."
+    skipped = {flag for flag, on in (('gpu', gpu), ('online', online), ('bench', bench)) if not on}
     from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     nb = read_nb(path)
     def skip(cell):
         if cell.cell_type != 'code': return True
         if 'nbdev_export(' in cell.source: return True
-        return 'gpu' in flags(cell) and not gpu
+        return bool(flags(cell) & skipped)
     t0 = time.time()
     shell = CaptureShell(path, mpl_format='png')
     cwd = os.getcwd(); os.chdir(path.parent)
@@ -52,6 +56,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('notebooks', nargs='*', help='names in nbs/ (default: all of them, in course order)')
     p.add_argument('--times', help='write {notebook: seconds} here (JSON)')
+    p.add_argument('--online', action='store_true', help='also run `#| online` cells (they download datasets or weights)')
+    p.add_argument('--bench', action='store_true', help='also run `#| bench` cells (benchmark re-runs, 10-30 min each on 2 cores)')
     a = p.parse_args(argv)
     if os.environ.get('IN_TEST'): p.error('IN_TEST is set: the notebooks would run at their test size; unset it')
     names = [n if n.endswith('.ipynb') else n + '.ipynb' for n in a.notebooks] or sorted(f.name for f in NBS.glob('*.ipynb'))
@@ -62,7 +68,7 @@ def main(argv=None):
     print(f"running {len(names)} notebook(s) at their {'GPU' if gpu else 'CPU'} size", flush=True)
     times, failed = {}, []
     for n in names:
-        ok, secs, size = run_one(NBS / n, gpu)
+        ok, secs, size = run_one(NBS / n, gpu, a.online, a.bench)
         times[n] = round(secs, 1)
         print(f"{n:28s} {'ok    ' if ok else 'FAILED'} {secs / 60:6.1f} min  outputs {size / 1024:7.0f} KiB"
               + ('  (over 1 MiB: compress its figures)' if size > 2**20 else ''), flush=True)
