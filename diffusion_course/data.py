@@ -158,7 +158,7 @@ def pil_to_uint8(img: Image.Image, size: int | None = None, channels: int = 3) -
             s = min(w, h); left, top = (w - s) // 2, (h - s) // 2
             img = img.crop((left, top, left + s, top + s))
         if img.size != (size, size): img = img.resize((size, size), Image.BICUBIC)
-    a = np.asarray(img, dtype=np.uint8)
+    a = np.array(img, dtype=np.uint8)  # (H, W) or (H, W, C): a writable copy, as torch.from_numpy wants
     return torch.from_numpy(a[None] if channels == 1 else a.transpose(2, 0, 1).copy())
 
 def from_pil(items,  # iterable of (PIL image, label) pairs: a torchvision dataset, for example

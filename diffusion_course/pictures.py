@@ -342,7 +342,7 @@ def capture_attention(model, attn: Attention, *args, **kwargs) -> torch.Tensor:
 @torch.no_grad()
 def plot_attention_over_t(model,  # a token model (DiT, U-ViT) called as model(x, t, y)
                           attn: Attention,  # one of its self-attention layers, e.g. model.blocks[-1].attn
-                          sched,  # the `ddpm.Schedule` that noises x0
+                          sched,  # what noises x0: a `ddpm.Schedule` (steps in [0, T)), or a continuous process such as `Flow()` (steps are its model times, 1000 t)
                           x0: torch.Tensor,  # (1, C, H, W) one image in [-1, 1]
                           y: torch.Tensor | None,  # (1,) its label, or None
                           steps: list[int],  # the t to show
@@ -354,7 +354,11 @@ def plot_attention_over_t(model,  # a token model (DiT, U-ViT) called as model(x
     n, dev = len(steps), next(model.parameters()).device
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     t = torch.tensor(steps)
-    x_t = ddpm.q_sample(sched, x0.cpu().expand(n, -1, -1, -1), t, eps.expand(n, -1, -1, -1))  # (n, C, H, W)
+    x0s, epss = x0.cpu().expand(n, -1, -1, -1), eps.expand(n, -1, -1, -1)  # (n, C, H, W) each
+    if isinstance(sched, ddpm.Schedule): x_t = ddpm.q_sample(sched, x0s, t, epss)  # (n, C, H, W)
+    else:  # a process of lesson 15: x_t = signal(t) x0 + noise(t) eps at the process time of each model time
+        tc = sched.time_of(t.double())
+        x_t = (sched.signal(tc).view(-1, 1, 1, 1) * x0s + sched.noise(tc).view(-1, 1, 1, 1) * epss).float()
     was = model.training
     a = capture_attention(model.eval(), attn, x_t.to(dev), t.to(dev), None if y is None else y.to(dev).expand(n)).float().cpu()  # (n, heads, N, N)
     model.train(was)

@@ -66,3 +66,32 @@ def test_main_refuses_test_size_and_unknown_names(monkeypatch, capsys):
     monkeypatch.delenv('IN_TEST')
     with pytest.raises(SystemExit) as e: rn.main(['no_such_notebook'])
     assert e.value.code == 2 and 'no_such_notebook.ipynb' in capsys.readouterr().err
+
+
+def test_big_figures_are_palette_compressed_small_ones_kept():
+    import base64, io
+    import numpy as np
+    from PIL import Image
+    def png(a):
+        buf = io.BytesIO(); Image.fromarray(a).save(buf, 'PNG'); return base64.b64encode(buf.getvalue()).decode()
+    x = np.linspace(0, 1, 400)
+    smooth = (np.stack([np.outer(x, x), np.outer(x, 1 - x), np.outer(1 - x, x)], -1) * 255).astype(np.uint8)  # a 400 x 400 colour ramp
+    smooth[::7] = 255  # and lines, like a plot's
+    big = png(smooth)
+    small = rn.compress_png(big)
+    assert len(small) < 0.8 * len(big)
+    back = np.asarray(Image.open(io.BytesIO(base64.b64decode(small))).convert('RGB'), dtype=float)
+    assert back.shape == smooth.shape and np.abs(back - smooth).mean() < 4  # 256 colours: close to the original
+    tiny = png(smooth[:20, :20])
+    assert rn.compress_png(tiny) == tiny  # under 24 KiB: stored as made
+
+
+def test_compress_only_re_encodes_stored_figures(tmp_path, monkeypatch, capsys):
+    nb = notebook(tmp_path / 'f.ipynb', 'import numpy as np, matplotlib.pyplot as plt\nplt.imshow(np.random.default_rng(0).random((300, 300)), cmap="viridis"); plt.show()')
+    assert rn.run_one(nb, gpu=False)[0]
+    pngs = [o['data']['image/png'] for o in outputs(nb)['c0'] if 'image/png' in o.get('data', {})]
+    assert pngs, 'the figure was stored'
+    monkeypatch.setattr(rn, 'NBS', tmp_path)
+    monkeypatch.setattr(rn.subprocess, 'run', lambda *a, **k: None)  # no nbdev_clean outside a repository
+    rn.main(['--compress-only', 'f'])
+    assert 'f.ipynb' in capsys.readouterr().out

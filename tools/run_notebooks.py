@@ -4,6 +4,7 @@
     python tools/run_notebooks.py 12_schedules 60_evaluation   # some of them (names with or without .ipynb)
     python tools/run_notebooks.py --times run_times.json  # also write each notebook's run time
     python tools/run_notebooks.py --online --bench 50_latent   # also the cells that download, and the benchmark re-runs
+    python tools/run_notebooks.py --compress-only 30_blocks    # only re-encode the figures already stored (no run)
 
 Each notebook runs in a fresh kernel (execnb's CaptureShell, the engine of `nbdev_test`) from `nbs/`, as a student runs it:
 `pick(test, cpu, gpu)` gives the CPU size here and the GPU size on a CUDA machine, `#| slow` cells run (they refresh
@@ -11,7 +12,8 @@ Each notebook runs in a fresh kernel (execnb's CaptureShell, the engine of `nbde
 with --online, `#| bench` cells (they re-run a maintainers' benchmark, longer than a notebook's CPU size of about
 10 minutes) only with --bench, and the `nbdev_export()` cell never runs. Outputs (text, tables,
 figures as PNG) are written into the notebook, which is then cleaned by `nbdev_clean` (no execution counts or
-metadata). A notebook that raises stops there: its file is left as it was, and the script exits with status 1 after
+metadata). Stored PNG figures over 24 KiB are re-encoded with a 256-colour palette (about a third of the size; kept only
+where it saves a fifth or more), so that the notebooks stay light enough to review. A notebook that raises stops there: its file is left as it was, and the script exits with status 1 after
 the others. Prints, per notebook, the wall time and the size of its stored outputs.
 """
 import argparse, json, os, subprocess, sys, time
@@ -27,6 +29,28 @@ def flags(cell) -> set:
         if not line.startswith('#|'): break
         out.add(line[2:].strip().split(' ')[0])
     return out
+
+def compress_png(b64: str, min_bytes: int = 24 * 1024) -> str:
+    "A base64 PNG re-encoded with an adaptive 256-colour palette, or `b64` itself where that saves less than a fifth."
+    import base64, io
+    from PIL import Image
+    raw = base64.b64decode(b64)
+    if len(raw) < min_bytes: return b64
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(raw)).convert('RGB').quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, 'PNG', optimize=True)
+    return base64.b64encode(buf.getvalue()).decode() if buf.tell() < 0.8 * len(raw) else b64
+
+def compress_outputs(nb) -> None:
+    "Re-encode, in place, every stored PNG output of notebook `nb` (an execnb notebook or a plain dict) with `compress_png`."
+    for cell in nb['cells']:
+        for out in cell.get('outputs', []) if cell['cell_type'] == 'code' else []:
+            data = out.get('data', {})
+            if 'image/png' in data:
+                png = data['image/png']
+                data['image/png'] = compress_png(png if isinstance(png, str) else ''.join(png))
+
+def output_bytes(nb) -> int:
+    return sum(len(json.dumps(c.get('outputs', []))) for c in nb['cells'] if c['cell_type'] == 'code')
 
 def run_one(path: Path, gpu: bool, online: bool = False, bench: bool = False) -> tuple[bool, float, int]:
     "Execute `path` in place; return (ok, seconds, bytes of stored outputs)."
@@ -48,21 +72,30 @@ def run_one(path: Path, gpu: bool, online: bool = False, bench: bool = False) ->
         return False, time.time() - t0, 0
     finally:
         os.chdir(cwd)
+    compress_outputs(nb)
     write_nb(nb, path)
-    size = sum(len(json.dumps(c.get('outputs', []))) for c in nb.cells if c.cell_type == 'code')
-    return True, time.time() - t0, size
+    return True, time.time() - t0, output_bytes(nb)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('notebooks', nargs='*', help='names in nbs/ (default: all of them, in course order)')
     p.add_argument('--times', help='write {notebook: seconds} here (JSON)')
     p.add_argument('--online', action='store_true', help='also run `#| online` cells (they download datasets or weights)')
+    p.add_argument('--compress-only', action='store_true', help="only re-encode the notebooks' stored figures; run nothing")
     p.add_argument('--bench', action='store_true', help='also run `#| bench` cells (benchmark re-runs, 10-30 min each on 2 cores)')
     a = p.parse_args(argv)
     if os.environ.get('IN_TEST'): p.error('IN_TEST is set: the notebooks would run at their test size; unset it')
     names = [n if n.endswith('.ipynb') else n + '.ipynb' for n in a.notebooks] or sorted(f.name for f in NBS.glob('*.ipynb'))
     missing = [n for n in names if not (NBS / n).exists()]
     if missing: p.error(f"no such notebook in {NBS}: {', '.join(missing)}")
+    if a.compress_only:
+        for n in names:
+            nb = json.loads((NBS / n).read_text())
+            before = output_bytes(nb); compress_outputs(nb)
+            (NBS / n).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+            subprocess.run(['nbdev_clean', '--fname', str(NBS / n)], cwd=ROOT, check=True)
+            print(f"{n:28s} outputs {before / 1024:7.0f} -> {output_bytes(nb) / 1024:7.0f} KiB")
+        return
     import torch
     gpu = torch.cuda.is_available()
     print(f"running {len(names)} notebook(s) at their {'GPU' if gpu else 'CPU'} size", flush=True)
