@@ -17,10 +17,16 @@ def render(nb):
             continue
         if cell['cell_type'] != 'code' or directives(src) & {'hide', 'export', 'exporti', 'slow', 'gpu', 'online', 'bench'}: continue
         code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
-        if code: out.append(f"```python\n{code}\n```")
-        text = ''.join(''.join(o.get('text', '')) if o.get('output_type') == 'stream'
-                       else ''.join(o.get('data', {}).get('text/plain', '')) for o in cell.get('outputs', []))
-        if text.strip(): out.append(f"```\n{text.rstrip()}\n```")
+        if code and not re.search(r'^#\|\s*echo:\s*false', src, re.M): out.append(f"```python\n{code}\n```")  # `#| echo: false`: its output only
+        text = ''
+        for o in cell.get('outputs', []) + [{'data': {'text/markdown': ''}}]:  # a sentinel flushes the last text
+            md = o.get('data', {}).get('text/markdown')
+            if md is None:
+                text += ''.join(o.get('text', '')) if o.get('output_type') == 'stream' else ''.join(o.get('data', {}).get('text/plain', ''))
+                continue
+            if text.strip(): out.append(f"```\n{text.rstrip()}\n```")
+            text = ''
+            if ''.join(md).strip(): out.append(''.join(md).strip().replace('](../assets/', '](assets/'))  # a markdown output is part of the page
     return HEADER + '\n\n'.join(out) + '\n'
 
 def main():

@@ -16,7 +16,7 @@ from PIL import Image
 __all__ = ['REPO', 'seed_everything', 'make_generator', 'default_device', 'cpu_has_bf16', 'cuda_has_bf16', 'mixed_precision',
            'bf16_pays', 'autocast', 'in_test', 'pick', 'checkout_root', 'out_dir', 'course_asset', 'to_uint8',
            'image_grid', 'save_image_grid', 'setup_matplotlib', 'show_images', 'save_gif', 'is_interactive',
-           'progress_bar', 'quick_train', 'energy_distance', 'point_batches', 'ToyMLP']
+           'progress_bar', 'quick_train', 'ProgressFrames', 'energy_distance', 'point_batches', 'ToyMLP']
 
 # %% ../nbs/00_core.ipynb #3f6d0e82
 def seed_everything(seed: int = 0):
@@ -274,7 +274,8 @@ def quick_train(model: torch.nn.Module,
                 lr: float = 1e-3,
                 device=None,
                 grad_clip: float | None = 1.0,
-                progress: bool = True) -> list[float]:
+                progress: bool = True,
+                callback=None) -> list[float]:  # called as callback(step, model) before the first step (step 0) and after each step
     "Train `model` with AdamW for `steps` batches; returns the loss of every step."
     if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
     device = device or next(model.parameters()).device
@@ -282,6 +283,7 @@ def quick_train(model: torch.nn.Module,
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     losses, it = [], range(steps)
     if progress: it = progress_bar(it, desc='training')
+    if callback: callback(0, model)
     for _ in it:
         x, y = next(batches)
         x = x.to(device)
@@ -294,8 +296,32 @@ def quick_train(model: torch.nn.Module,
         opt.step()
         losses.append(loss.item())
         if progress: it.set_postfix_str(f"loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if callback: callback(len(losses), model)
     model.eval()
     return losses
+
+# %% ../nbs/00_core.ipynb #bdd9e4ef
+class ProgressFrames:
+    "A `quick_train` callback: every `every` steps (and at step 0), sample `x_T` with labels `y` and keep the grid as a frame."
+    def __init__(self, sample_fn,  # called as sample_fn(model, x_T, y) -> (B, C, H, W) images in [-1, 1]
+                 x_T: torch.Tensor,  # (B, C, H, W) the fixed noise, on the model's device
+                 y: torch.Tensor | None = None,  # (B,) its labels, or None
+                 every: int = 100,
+                 nrow: int = 10):
+        if every < 1: raise ValueError(f"every must be >= 1, got {every}")
+        self.sample_fn, self.x_T, self.y, self.every, self.nrow = sample_fn, x_T, y, every, nrow
+        self.frames, self.steps, self.seconds = [], [], 0.0  # (H', W', 3) uint8 grids, the step of each, and the time spent sampling them
+    def __call__(self, step: int, model: torch.nn.Module):
+        if step % self.every: return
+        was, t0 = model.training, time.time()
+        with torch.no_grad(): x0 = self.sample_fn(model.eval(), self.x_T, self.y)
+        model.train(was)
+        self.seconds += time.time() - t0
+        self.frames.append(image_grid(x0.float().cpu(), nrow=self.nrow)); self.steps.append(step)
+    def save(self, path, duration: int = 300) -> Path:
+        "Write the frames as a GIF that holds its last frame; returns the path."
+        return save_gif(self.frames, path, duration=duration, last_hold=1500)
+
 
 # %% ../nbs/00_core.ipynb #98317fa2
 def energy_distance(a: torch.Tensor,  # (N, D) samples

@@ -17,9 +17,10 @@ from .backbones.diffit import TMSA
 from .backbones.xswin import DecoderStage, attention_mask, window_attention
 
 # %% auto #0
-__all__ = ['DIT_DESIGNS', 'new_figure', 'box', 'arrow', 'drawn', 'plot_timestep_embedding', 'draw_unet', 'draw_dit_blocks',
-           'tmsa_forward', 'tmsa_time_effects', 'draw_tmsa', 'draw_shifted_windows', 'draw_cross_attention_skip',
-           'attention_weights', 'capture_attention', 'plot_attention_over_t']
+__all__ = ['DIT_DESIGNS', 'GALLERY_FIELDS', 'new_figure', 'box', 'arrow', 'drawn', 'plot_timestep_embedding', 'draw_unet',
+           'draw_dit_blocks', 'tmsa_forward', 'tmsa_time_effects', 'draw_tmsa', 'draw_shifted_windows',
+           'draw_cross_attention_skip', 'attention_weights', 'capture_attention', 'plot_attention_over_t',
+           'save_gallery_entry', 'gallery_markdown']
 
 # %% ../nbs/45_pictures.ipynb #78b825b8
 def new_figure(nrows: int = 1, ncols: int = 1,
@@ -378,3 +379,32 @@ def plot_attention_over_t(model,  # a token model (DiT, U-ViT) called as model(x
     axes[0].set_ylabel('x_t', fontsize=9); axes[n].set_ylabel(f'head {head}: attention\nof the boxed token', fontsize=8)
     fig.tight_layout()
     return fig, maps
+
+# %% ../nbs/45_pictures.ipynb #82cb1b33
+import json
+from pathlib import Path
+
+GALLERY_FIELDS = ('notebook', 'model', 'params', 'steps', 'batch', 'train_seconds', 'fd', 'floor', 'accuracy', 'protocol', 'grid', 'gif')
+
+def save_gallery_entry(folder,  # the gallery folder, e.g. `core.out_dir() / 'gallery'`
+                       **entry) -> Path:  # every one of `GALLERY_FIELDS`; grid and gif are file names in folder's parent
+    "Write one lesson's gallery entry as folder/<notebook>.json; returns its path."
+    missing = [k for k in GALLERY_FIELDS if k not in entry]
+    if missing: raise ValueError(f"a gallery entry needs {', '.join(GALLERY_FIELDS)}; missing: {', '.join(missing)}")
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{entry['notebook']}.json"
+    path.write_text(json.dumps(entry, indent=1) + '\n')
+    return path
+
+def gallery_markdown(folder,  # a folder of entries written by `save_gallery_entry`
+                     images: str = '') -> str:  # the prefix of the image links, e.g. '../assets/' from nbs/
+    "A markdown table of the gallery, one row per lesson in course order: samples, progress GIF, FD beside the floor, run."
+    entries = [json.loads(p.read_text()) for p in sorted(Path(folder).glob('*.json'))]
+    if not entries: raise FileNotFoundError(f"no gallery entries (*.json) in {folder}")
+    rows = ['| lesson | samples | training progress | FD (floor) | model and run |', '|---|---|---|---|---|']
+    for e in entries:
+        rows.append(f"| [{e['notebook']}](nbs/{e['notebook']}.ipynb) | ![{e['model']} samples]({images}{e['grid']}) | ![{e['model']} training]({images}{e['gif']}) "
+                    f"| **{e['fd']:.1f}** ({e['floor']:.2f}), {e['fd'] / e['floor']:.0f}x the floor; class accuracy {e['accuracy']:.2f} "
+                    f"| {e['model']}, {e['params'] / 1e6:.2f}M parameters, {e['steps']:,} steps of {e['batch']} in {e['train_seconds'] / 60:.1f} min; {e['protocol']} |")
+    return '\n'.join(rows)
+

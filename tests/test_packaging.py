@@ -68,3 +68,13 @@ def test_api_reference_builds(tmp_path):
         assert mod in pages, sorted(pages)
     page = (tmp_path / 'api/diffusion_course/interop.html').read_text()
     assert 'save_pretrained' in page and 'to_diffusers' in page
+
+def test_readme_renders_echo_false_cells_as_their_markdown_output():
+    spec = importlib.util.spec_from_file_location('readme', ROOT / '.ci' / 'readme.py')
+    readme = importlib.util.module_from_spec(spec); spec.loader.exec_module(readme)
+    code = lambda src, *outs: {'cell_type': 'code', 'source': src, 'outputs': list(outs)}
+    table = {'output_type': 'execute_result', 'data': {'text/markdown': '| a |\n|---|\n| ![g](../assets/g.gif) |', 'text/plain': '<Markdown>'}}
+    out = readme.render({'cells': [code('#| echo: false\nMarkdown(t)', table),
+                                   code('print(1)\nprint(2)', {'output_type': 'stream', 'text': '1\n'}, {'output_type': 'stream', 'text': '2\n'})]})
+    assert 'Markdown(t)' not in out and '| ![g](assets/g.gif) |' in out and '<Markdown>' not in out  # output only, links from the repository root
+    assert '```python\nprint(1)\nprint(2)\n```\n\n```\n1\n2\n```' in out  # other cells: code, then their text outputs in one block
