@@ -381,7 +381,7 @@ def plot_attention_over_t(model,  # a token model (DiT, U-ViT) called as model(x
     return fig, maps
 
 # %% ../nbs/45_pictures.ipynb #82cb1b33
-import json
+import json, os
 from pathlib import Path
 
 GALLERY_FIELDS = ('notebook', 'model', 'params', 'steps', 'batch', 'train_seconds', 'fd', 'floor', 'accuracy', 'protocol', 'grid', 'gif')
@@ -397,8 +397,9 @@ def save_gallery_entry(folder,  # the gallery folder, e.g. `core.out_dir() / 'ga
     return path
 
 def gallery_markdown(folder,  # a folder of entries written by `save_gallery_entry`
-                     images: str = '') -> str:  # the prefix of the image links, e.g. '../assets/' from nbs/
+                     images: str | None = None) -> str:  # the prefix of the image links (default: the folder's parent, relative to the working directory)
     "A markdown table of the gallery, one row per lesson in course order: samples, progress GIF, FD beside the floor, run."
+    if images is None: images = os.path.relpath(Path(folder).resolve().parent, Path.cwd()).replace(os.sep, '/') + '/'
     entries = [json.loads(p.read_text()) for p in sorted(Path(folder).glob('*.json'))]
     if not entries: raise FileNotFoundError(f"no gallery entries (*.json) in {folder}")
     rows = ['| lesson | samples | training progress | FD (floor) | model and run |', '|---|---|---|---|---|']
