@@ -357,9 +357,7 @@ def plot_attention_over_t(model,  # a token model (DiT, U-ViT) called as model(x
     t = torch.tensor(steps)
     x0s, epss = x0.cpu().expand(n, -1, -1, -1), eps.expand(n, -1, -1, -1)  # (n, C, H, W) each
     if isinstance(sched, ddpm.Schedule): x_t = ddpm.q_sample(sched, x0s, t, epss)  # (n, C, H, W)
-    else:  # a process of lesson 15: x_t = signal(t) x0 + noise(t) eps at the process time of each model time
-        tc = sched.time_of(t.double())
-        x_t = (sched.signal(tc).view(-1, 1, 1, 1) * x0s + sched.noise(tc).view(-1, 1, 1, 1) * epss).float()
+    else: x_t = sched.q_sample(x0s, sched.time_of(t.double()), epss)  # a process of lesson 15, at the process time of each model time
     was = model.training
     a = capture_attention(model.eval(), attn, x_t.to(dev), t.to(dev), None if y is None else y.to(dev).expand(n)).float().cpu()  # (n, heads, N, N)
     model.train(was)
