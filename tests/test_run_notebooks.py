@@ -87,11 +87,19 @@ def test_big_figures_are_palette_compressed_small_ones_kept():
 
 
 def test_compress_only_re_encodes_stored_figures(tmp_path, monkeypatch, capsys):
-    nb = notebook(tmp_path / 'f.ipynb', 'import numpy as np, matplotlib.pyplot as plt\nplt.imshow(np.random.default_rng(0).random((300, 300)), cmap="viridis"); plt.show()')
-    assert rn.run_one(nb, gpu=False)[0]
-    pngs = [o['data']['image/png'] for o in outputs(nb)['c0'] if 'image/png' in o.get('data', {})]
-    assert pngs, 'the figure was stored'
+    import base64, io
+    import numpy as np
+    from PIL import Image
+    x = np.linspace(0, 1, 400)
+    ramp = (np.stack([np.outer(x, x), np.outer(x, 1 - x), np.outer(1 - x, x)], -1) * 255).astype(np.uint8)  # a 400 x 400 colour ramp
+    buf = io.BytesIO(); Image.fromarray(ramp).save(buf, 'PNG'); big = base64.b64encode(buf.getvalue()).decode()
+    nb = notebook(tmp_path / 'f.ipynb', 'show()')
+    cells = json.loads(nb.read_text())
+    cells['cells'][1]['outputs'] = [{'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': big, 'text/plain': '<Figure>'}}]
+    nb.write_text(json.dumps(cells))  # a figure stored as made, before compression existed
     monkeypatch.setattr(rn, 'NBS', tmp_path)
     monkeypatch.setattr(rn.subprocess, 'run', lambda *a, **k: None)  # no nbdev_clean outside a repository
     rn.main(['--compress-only', 'f'])
+    stored = outputs(nb)['c0'][0]['data']['image/png']
+    assert len(stored) < 0.8 * len(big) and Image.open(io.BytesIO(base64.b64decode(stored))).size == (400, 400)
     assert 'f.ipynb' in capsys.readouterr().out
