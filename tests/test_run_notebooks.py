@@ -103,3 +103,11 @@ def test_compress_only_re_encodes_stored_figures(tmp_path, monkeypatch, capsys):
     stored = outputs(nb)['c0'][0]['data']['image/png']
     assert len(stored) < 0.8 * len(big) and Image.open(io.BytesIO(base64.b64decode(stored))).size == (400, 400)
     assert 'f.ipynb' in capsys.readouterr().out
+
+
+def test_cell_times_cover_the_cells_that_ran(tmp_path):
+    nb = notebook(tmp_path / 'f.ipynb', 'import time; time.sleep(0.2)', '#| gpu\nprint("on a GPU")', 'x = 1')
+    cells = []
+    assert rn.run_one(nb, gpu=False, cell_times=cells)[0]
+    assert [(i, line) for i, line, _ in cells] == [(1, 'import time; time.sleep(0.2)'), (3, 'x = 1')]  # indices count the markdown title; the gpu cell is absent
+    assert cells[0][2] >= 0.2 > cells[1][2]

@@ -14,7 +14,8 @@ with --online, `#| bench` cells (they re-run a maintainers' benchmark, longer th
 figures as PNG) are written into the notebook, which is then cleaned by `nbdev_clean` (no execution counts or
 metadata). Stored PNG figures over 24 KiB are re-encoded with a 256-colour palette (about a third of the size; kept only
 where it saves a fifth or more), so that the notebooks stay light enough to review. A notebook that raises stops there: its file is left as it was, and the script exits with status 1 after
-the others. Prints, per notebook, the wall time and the size of its stored outputs.
+the others. Prints, per notebook, the wall time, the size of its stored outputs and its slowest cells (those over
+`--slow-cells` seconds, 30 by default: where the notebook spends its time).
 """
 import argparse, json, os, subprocess, sys, time
 from pathlib import Path
@@ -52,8 +53,8 @@ def compress_outputs(nb) -> None:
 def output_bytes(nb) -> int:
     return sum(len(json.dumps(c.get('outputs', []))) for c in nb['cells'] if c['cell_type'] == 'code')
 
-def run_one(path: Path, gpu: bool, online: bool = False, bench: bool = False) -> tuple[bool, float, int]:
-    "Execute `path` in place; return (ok, seconds, bytes of stored outputs)."
+def run_one(path: Path, gpu: bool, online: bool = False, bench: bool = False, cell_times: list | None = None) -> tuple[bool, float, int]:
+    "Execute `path` in place; return (ok, seconds, bytes of stored outputs). `cell_times` (a list) receives (cell index, first line, seconds) per cell run."
     skipped = {flag for flag, on in (('gpu', gpu), ('online', online), ('bench', bench)) if not on}
     from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
@@ -62,11 +63,17 @@ def run_one(path: Path, gpu: bool, online: bool = False, bench: bool = False) ->
         if cell.cell_type != 'code': return True
         if 'nbdev_export(' in cell.source: return True
         return bool(flags(cell) & skipped)
+    started = {}
+    def start(cell):
+        if skip(cell): return True
+        started['t'] = time.time(); return False
+    def stop(cell):
+        if cell_times is not None: cell_times.append((cell.idx_, cell.source.splitlines()[0][:60] if cell.source else '', time.time() - started['t']))
     t0 = time.time()
     shell = CaptureShell(path, mpl_format='png')
     cwd = os.getcwd(); os.chdir(path.parent)
     try:
-        shell.run_all(nb, exc_stop=True, preproc=skip)
+        shell.run_all(nb, exc_stop=True, preproc=start, postproc=stop)
     except Exception:
         sys.stderr.write(shell.prettytb(fname=path) + '\n')
         return False, time.time() - t0, 0
@@ -83,6 +90,7 @@ def main(argv=None):
     p.add_argument('--online', action='store_true', help='also run `#| online` cells (they download datasets or weights)')
     p.add_argument('--compress-only', action='store_true', help="only re-encode the notebooks' stored figures; run nothing")
     p.add_argument('--bench', action='store_true', help='also run `#| bench` cells (benchmark re-runs, 10-30 min each on 2 cores)')
+    p.add_argument('--slow-cells', type=float, default=30.0, help='list the cells that took longer than this many seconds')
     a = p.parse_args(argv)
     if os.environ.get('IN_TEST'): p.error('IN_TEST is set: the notebooks would run at their test size; unset it')
     names = [n if n.endswith('.ipynb') else n + '.ipynb' for n in a.notebooks] or sorted(f.name for f in NBS.glob('*.ipynb'))
@@ -101,10 +109,13 @@ def main(argv=None):
     print(f"running {len(names)} notebook(s) at their {'GPU' if gpu else 'CPU'} size", flush=True)
     times, failed = {}, []
     for n in names:
-        ok, secs, size = run_one(NBS / n, gpu, a.online, a.bench)
+        cells = []
+        ok, secs, size = run_one(NBS / n, gpu, a.online, a.bench, cells)
         times[n] = round(secs, 1)
         print(f"{n:28s} {'ok    ' if ok else 'FAILED'} {secs / 60:6.1f} min  outputs {size / 1024:7.0f} KiB"
               + ('  (over 1 MiB: compress its figures)' if size > 2**20 else ''), flush=True)
+        for idx, line, s in sorted(cells, key=lambda c: -c[2]):
+            if s > a.slow_cells: print(f"    cell {idx:3d} {s / 60:5.1f} min  {line}", flush=True)
         if not ok: failed.append(n)
     for n in names:
         if n not in failed: subprocess.run(['nbdev_clean', '--fname', str(NBS / n)], cwd=ROOT, check=True)
