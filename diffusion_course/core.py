@@ -14,9 +14,10 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['REPO', 'seed_everything', 'make_generator', 'default_device', 'cpu_has_bf16', 'cuda_has_bf16', 'mixed_precision',
-           'bf16_pays', 'autocast', 'in_test', 'pick', 'checkout_root', 'out_dir', 'course_asset', 'to_uint8',
-           'image_grid', 'save_image_grid', 'setup_matplotlib', 'show_images', 'save_gif', 'is_interactive',
-           'progress_bar', 'quick_train', 'ProgressFrames', 'energy_distance', 'point_batches', 'ToyMLP']
+           'bf16_pays', 'autocast', 'in_test', 'pick', 'checkout_root', 'out_dir', 'display_path', 'course_asset',
+           'to_uint8', 'image_grid', 'save_image_grid', 'setup_matplotlib', 'show_images', 'save_gif', 'show_gif',
+           'is_interactive', 'progress_bar', 'quick_train', 'ProgressFrames', 'energy_distance', 'point_batches',
+           'ToyMLP']
 
 # %% ../nbs/00_core.ipynb #3f6d0e82
 def seed_everything(seed: int = 0):
@@ -111,6 +112,14 @@ def out_dir(name: str = '',  # a folder for one notebook's or run's files, e.g. 
     else: out = Path(start or Path.cwd()).resolve() / 'runs' / name
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+def display_path(path,  # a file or folder
+                 start=None,  # where the notebook runs (default: the working directory)
+                 ) -> str:
+    "`path` for printing: relative to the checkout it lies in (e.g. 'assets/x.png'), so that stored outputs name no machine's folders; as given elsewhere."
+    root, path = checkout_root(start), Path(path)
+    if root is not None and path.resolve().is_relative_to(root): return path.resolve().relative_to(root).as_posix()
+    return str(path)
 
 def course_asset(path: str,  # a file or folder under the repository's assets/, e.g. 'latent_comparison'
                  start=None,  # where the notebook runs (default: the working directory)
@@ -226,6 +235,19 @@ def save_gif(frames: Sequence,  # PIL images, uint8 arrays (H, W, 3), or tensors
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     durations = [duration] * (len(frames) - 1) + [duration + last_hold]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=loop, optimize=False)
+    return path
+
+def show_gif(path,  # a GIF, e.g. from `save_gif` or `ProgressFrames.save`
+             max_kib: int = 500,  # larger GIFs would weigh down a stored notebook: refuse them
+             ) -> Path:
+    "Print the GIF's name, frames and size, and show it inline in a notebook (a notebook stores it as it stores a figure); returns the path."
+    path = Path(path)
+    kib = path.stat().st_size / 1024
+    if kib > max_kib: raise ValueError(f"{path.name} is {kib:.0f} KiB, over max_kib={max_kib}: use fewer or smaller frames")
+    with Image.open(path) as im: n = getattr(im, 'n_frames', 1)
+    print(f"{path.name}: {n} frames, {kib:.0f} KiB")
+    from IPython.display import Image as IPyImage, display
+    display(IPyImage(data=path.read_bytes(), format='gif'))
     return path
 
 # %% ../nbs/00_core.ipynb #f03d1d75
