@@ -115,17 +115,19 @@ def breakdown(step, steps: int = 3) -> dict:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps): step()
     parts = {'gemm': 0.0, 'attention': 0.0, 'gelu': 0.0, 'other': 0.0}
+    ops = sum(e.count for e in prof.key_averages() if e.key.startswith('aten::')) / steps  # operator calls per step (nested ones included): at tiny sizes each costs about the same fixed overhead
     for e in prof.key_averages():
         if e.key.startswith(('ProfilerStep', 'autograd::engine')): continue
         part = 'gemm' if e.key in GEMM_OPS else 'attention' if 'attention' in e.key else 'gelu' if 'gelu' in e.key else 'other'
         parts[part] += e.self_cpu_time_total
     total = sum(parts.values())
-    return {k: v / total for k, v in parts.items()}
+    return {k: v / total for k, v in parts.items()} | {'ops': ops}
 
 def quartiles(v): q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3; return q[0], q[2]
 
 def bench_preset(name: str, modes: list[str], batch: int, rounds: int, min_time: float, device: str, memory: bool,
                  profile_shares: bool = False) -> dict:
+    if any(m.startswith('compile') for m in modes): import torch._dynamo; torch._dynamo.reset()  # each preset compiles afresh: otherwise the presets' graphs pile up in one cache and past its recompile limit the later ones silently run eager
     ours, dm, cfg = pair(name)
     ours, dm = ours.to(device), dm.to(device)
     err = check_same_function(ours, dm, cfg, device)
@@ -198,7 +200,7 @@ def main(argv=None):
                 bound = m['diffusers_ms'] / (m['ours_ms'] * (o['gemm'] + o['attention'] + o['gelu']))
                 print(f"{'':<9}{mode} shares of operator time, ours: GEMM {o['gemm']:.0%}, attention {o['attention']:.0%}, GELU {o['gelu']:.0%}, rest {o['other']:.0%}; "
                       f"diffusers: GEMM {d['gemm']:.0%}, attention {d['attention']:.0%}, GELU {d['gelu']:.0%}, rest {d['other']:.0%}; "
-                      f"ratio if our rest cost nothing: {bound:.2f}")
+                      f"ratio if our rest cost nothing: {bound:.2f}; aten operator calls per step, ours {o['ops']:,.0f}, diffusers {d['ops']:,.0f}")
         b = r['best']
         print(f"{'':<9}{'best':<14}{b['ours_ms']:>9.1f}{b['diffusers_ms']:>10.1f}{b['ratio']:>7.2f}  [{b['iqr'][0]:.2f}, {b['iqr'][1]:.2f}]"
               f"  ours: {b['ours']}, diffusers: {b['diffusers']}", flush=True)
