@@ -111,3 +111,10 @@ def test_cell_times_cover_the_cells_that_ran(tmp_path):
     assert rn.run_one(nb, gpu=False, cell_times=cells)[0]
     assert [(i, line) for i, line, _ in cells] == [(1, 'import time; time.sleep(0.2)'), (3, 'x = 1')]  # indices count the markdown title; the gpu cell is absent
     assert cells[0][2] >= 0.2 > cells[1][2]
+
+
+def test_prints_kept_in_a_cell_ending_with_a_semicolon(tmp_path):
+    nb = notebook(tmp_path / 'g.ipynb', 'print("printed")\nx = 1;')  # execnb alone would drop "printed"
+    assert rn.run_one(nb, gpu=False)[0]
+    cell = [c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code'][0]
+    assert 'printed' in ''.join(cell['outputs'][0]['text']) and ''.join(cell['source']) == 'print("printed")\nx = 1;'  # the stored source is unchanged

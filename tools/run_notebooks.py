@@ -10,7 +10,8 @@ Each notebook runs in a fresh kernel (execnb's CaptureShell, the engine of `nbde
 `pick(test, cpu, gpu)` gives the CPU size here and the GPU size on a CUDA machine, `#| slow` cells run (they refresh
 `assets/`), `#| gpu` cells run only where CUDA is present, `#| online` cells (they download a dataset or weights) only
 with --online, `#| bench` cells (they re-run a maintainers' benchmark, longer than a notebook's CPU size of about
-10 minutes) only with --bench, and the `nbdev_export()` cell never runs. Outputs (text, tables,
+10 minutes) only with --bench, and the `nbdev_export()` cell never runs. A cell whose last line ends in `;` keeps its printed output, as in Jupyter
+(execnb alone would drop it). Outputs (text, tables,
 figures as PNG) are written into the notebook, which is then cleaned by `nbdev_clean` (no execution counts or
 metadata). Stored PNG figures over 24 KiB are re-encoded with a 256-colour palette (about a third of the size; kept only
 where it saves a fifth or more), so that the notebooks stay light enough to review. A notebook that raises stops there: its file is left as it was, and the script exits with status 1 after
@@ -66,8 +67,11 @@ def run_one(path: Path, gpu: bool, online: bool = False, bench: bool = False, ce
     started = {}
     def start(cell):
         if skip(cell): return True
-        started['t'] = time.time(); return False
+        started['t'], started['source'] = time.time(), cell.source
+        if cell.source.rstrip().endswith(';'): cell.source += '\npass'  # execnb drops the printed output of a cell ending in ';' (Jupyter keeps it): end it otherwise, same code
+        return False
     def stop(cell):
+        cell.source = started['source']
         if cell_times is not None: cell_times.append((cell.idx_, cell.source.splitlines()[0][:60] if cell.source else '', time.time() - started['t']))
     t0 = time.time()
     shell = CaptureShell(path, mpl_format='png')
