@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse, json, os, statistics, tempfile, time
 
 import torch
+import torch._dynamo
 
 from diffusion_course.backbones.dit import from_diffusers
 from diffusion_course.registry import get_config
@@ -127,7 +128,7 @@ def quartiles(v): q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
 
 def bench_preset(name: str, modes: list[str], batch: int, rounds: int, min_time: float, device: str, memory: bool,
                  profile_shares: bool = False) -> dict:
-    if any(m.startswith('compile') for m in modes): import torch._dynamo; torch._dynamo.reset()  # each preset compiles afresh: otherwise the presets' graphs pile up in one cache and past its recompile limit the later ones silently run eager
+    if any(m.startswith('compile') for m in modes): torch._dynamo.reset()  # each preset compiles afresh: otherwise the presets' graphs pile up in one cache and past its recompile limit the later ones silently run eager
     ours, dm, cfg = pair(name)
     ours, dm = ours.to(device), dm.to(device)
     err = check_same_function(ours, dm, cfg, device)
