@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from .core import make_generator, progress_bar
+from .data import ImageData
 from .diffusion import ddpm
 from .diffusion.ddim import DDIMSampler
 from .diffusion.guidance import cfg_forward
@@ -325,38 +325,21 @@ def load_autoencoder(source,  # a folder of `save_autoencoder` (or a run folder)
                           "AutoencoderKL folder, or a hub name such as 'stabilityai/sd-vae-ft-ema'")
 
 # %% ../nbs/50_latent.ipynb #ada6b80e
-class LatentData(Dataset):
-    "Latents (N, c, h, w) float32 with their labels, served like `ImageData`: what a latent denoiser trains on."
+class LatentData(ImageData):
+    "Latents (N, c, h, w) float32 with their labels: `ImageData` (batches, shape, classes) over latents instead of uint8 images."
     def __init__(self, z: torch.Tensor, y: torch.Tensor, classes: Sequence[str] | None = None, name: str = '',
                  path: Path | None = None):  # the cache file it came from
         if z.dim() != 4 or not z.is_floating_point(): raise ValueError(f"LatentData expects float latents (N, c, h, w), got {z.dtype} {tuple(z.shape)}")
         if len(y) != len(z): raise ValueError(f"LatentData got {len(z)} latents but {len(y)} labels")
-        self.z, self.y, self.name, self.path = z, y, name, path
+        self.x, self.y, self.name, self.path = z, y, name, path
         self.classes = list(classes) if classes is not None else None
         self.from_cache = False  # set by `encode_dataset`
-    def __len__(self): return len(self.z)
-    def __getitem__(self, i): return self.z[i], self.y[i]
+    @property
+    def z(self) -> torch.Tensor: return self.x  # (N, c, h, w) the latents
+    def __getitem__(self, i): return self.x[i], self.y[i]
     def batch(self, idx: torch.Tensor):
-        "Latents and labels for the indices `idx`."
-        return self.z[idx], self.y[idx]
-    def batches(self, batch_size: int, seed: int | None = 0, device=None):
-        "An endless iterator of shuffled batches (z, y), reshuffled every epoch."
-        if not 1 <= batch_size <= len(self): raise ValueError(f"batch_size must lie in [1, {len(self)}], got {batch_size}")
-        g = make_generator(seed)
-        while True:
-            perm = torch.randperm(len(self), generator=g)
-            for i in range(0, len(perm) - batch_size + 1, batch_size):
-                z, y = self.batch(perm[i:i + batch_size])
-                yield (z, y) if device is None else (z.to(device), y.to(device))
-    @property
-    def shape(self): return tuple(self.z.shape[1:])
-    @property
-    def multi_hot(self) -> bool: return self.y.dim() == 2
-    @property
-    def num_classes(self) -> int:
-        "Number of classes (or attributes, for multi-hot labels)."
-        if self.classes is not None: return len(self.classes)
-        return self.y.shape[1] if self.multi_hot else int(self.y.max()) + 1
+        "Latents and labels for the indices `idx` (no conversion: they are floats already)."
+        return self.x[idx], self.y[idx]
     def __repr__(self): return f"LatentData({self.name!r}, n={len(self)}, shape={self.shape}, classes={self.num_classes})"
 
 def default_cache_dir() -> Path:
