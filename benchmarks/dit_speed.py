@@ -14,12 +14,14 @@ the ratio diffusers time / our time per mode (above 1: ours is faster); the medi
 interquartile range, beside the median milliseconds per step. `best` pairs, round by round, each side's fastest mode
 (the one with the lowest median). Peak memory (eager modes): the parameters plus the highest total of tensor memory
 allocated during one training step, read from the profiler's allocator events (so it counts gradients, activations
-kept for the backward and the temporaries of both passes). --shares profiles one eager step per side and splits its
-operator time (three steps) into matrix multiplications (GEMMs, the patch convolution), the attention kernel, the
-GELU (forward and backward) and the rest (norms, modulation, copies, reductions): both sides run the same GEMMs and
-attention and the same tanh-GELU on the same tensors, so the rest is all a leaner implementation can remove, and "ratio
-if our rest cost nothing" (diffusers' time over our GEMM + attention + GELU time) is the bound that puts on the
-speed-up in that mode.
+kept for the backward and the temporaries of both passes). --shares profiles three eager steps per side and splits their operator self
+time into GEMMs (matrix multiplications, and diffusers' patch convolution), the attention kernel, the GELU (forward and
+backward), the LayerNorms, math (the other arithmetic and reductions of the formulas: modulation, gates, residuals,
+embeddings, their gradients) and layout (copies, concatenations, views, allocations, autograd's bookkeeping). Both sides
+run the same GEMMs, attention and tanh-GELU on the same tensors, so two bounds follow: "if our rest cost nothing"
+(diffusers' time over our GEMM + attention + GELU time) bounds any implementation that keeps those kernels; "if our
+layout cost nothing" (diffusers' time over our time without the layout share) bounds one that also keeps the formulas'
+arithmetic as separate eager operators, removing only copies and bookkeeping.
 A benchmark, not a test: nothing is asserted.
 """
 from __future__ import annotations
@@ -109,18 +111,30 @@ def peak_mib(step, model, device: str) -> float:
 
 GEMM_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'aten::mkldnn_convolution', 'aten::convolution_backward',
             'aten::_weight_int4pack_mm', 'mkldnn::_linear_pointwise')
+LAYOUT_OPS = ('copy_', 'clone', 'contiguous', 'cat', 'view', '_unsafe_view', 'reshape', 't', 'transpose', 'permute', 'as_strided',
+              'expand', 'unsqueeze', 'squeeze', 'split', 'split_with_sizes', 'chunk', 'unbind', 'slice', 'select', 'narrow', 'detach',
+              'alias', 'empty', 'empty_like', 'empty_strided', 'zeros', 'zeros_like', 'ones_like', 'fill_', 'zero_', '_to_copy', 'to',
+              'linear', 'matmul', 'flatten', 'unflatten', 'expand_as', 'lift_fresh', 'result_type', 'resolve_conj', 'resolve_neg')
+
+def op_part(key: str) -> str:
+    "The share a profiled operator's self time counts in: gemm, attention, gelu, norm, layout (copies, views, allocation, autograd bookkeeping) or math."
+    if key in GEMM_OPS: return 'gemm'
+    if 'attention' in key: return 'attention'
+    if 'gelu' in key: return 'gelu'
+    if 'layer_norm' in key: return 'norm'
+    if key.removeprefix('aten::') in LAYOUT_OPS or key.endswith(('Backward0', 'Backward1', 'AccumulateGrad')): return 'layout'
+    return 'math'  # the elementwise arithmetic and reductions of the model's formulas (modulation, gates, residuals, their gradients)
 
 def breakdown(step, steps: int = 3) -> dict:
-    "Shares of `steps` profiled steps' operator self time: matrix multiplications, the attention kernel, the GELU, everything else."
+    "Shares of `steps` profiled steps' operator self time by `op_part`, and the aten operator calls per step."
     from torch.profiler import profile, ProfilerActivity
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps): step()
-    parts = {'gemm': 0.0, 'attention': 0.0, 'gelu': 0.0, 'other': 0.0}
+    parts = dict.fromkeys(('gemm', 'attention', 'gelu', 'norm', 'math', 'layout'), 0.0)
     ops = sum(e.count for e in prof.key_averages() if e.key.startswith('aten::')) / steps  # operator calls per step (nested ones included): at tiny sizes each costs about the same fixed overhead
     for e in prof.key_averages():
         if e.key.startswith(('ProfilerStep', 'autograd::engine')): continue
-        part = 'gemm' if e.key in GEMM_OPS else 'attention' if 'attention' in e.key else 'gelu' if 'gelu' in e.key else 'other'
-        parts[part] += e.self_cpu_time_total
+        parts[op_part(e.key)] += e.self_cpu_time_total
     total = sum(parts.values())
     return {k: v / total for k, v in parts.items()} | {'ops': ops}
 
@@ -198,10 +212,12 @@ def main(argv=None):
         for mode, m in r['modes'].items():
             if 'shares' in m:
                 o, d = m['shares']
-                bound = m['diffusers_ms'] / (m['ours_ms'] * (o['gemm'] + o['attention'] + o['gelu']))
-                print(f"{'':<9}{mode} shares of operator time, ours: GEMM {o['gemm']:.0%}, attention {o['attention']:.0%}, GELU {o['gelu']:.0%}, rest {o['other']:.0%}; "
-                      f"diffusers: GEMM {d['gemm']:.0%}, attention {d['attention']:.0%}, GELU {d['gelu']:.0%}, rest {d['other']:.0%}; "
-                      f"ratio if our rest cost nothing: {bound:.2f}; aten operator calls per step, ours {o['ops']:,.0f}, diffusers {d['ops']:,.0f}")
+                kernels = o['gemm'] + o['attention'] + o['gelu']
+                print(f"{'':<9}{mode} shares of operator time: " + '; '.join(f"{side} " + ', '.join(f"{k} {v[k]:.0%}" for k in ('gemm', 'attention', 'gelu', 'norm', 'math', 'layout'))
+                                                                        for side, v in (('ours', o), ('diffusers', d))))
+                print(f"{'':<9}{mode} ratio if our rest (norm + math + layout) cost nothing: {m['diffusers_ms'] / (m['ours_ms'] * kernels):.2f}; "
+                      f"if our layout cost nothing: {m['diffusers_ms'] / (m['ours_ms'] * (1 - o['layout'])):.2f}; "
+                      f"aten operator calls per step, ours {o['ops']:,.0f}, diffusers {d['ops']:,.0f}")
         b = r['best']
         print(f"{'':<9}{'best':<14}{b['ours_ms']:>9.1f}{b['diffusers_ms']:>10.1f}{b['ratio']:>7.2f}  [{b['iqr'][0]:.2f}, {b['iqr'][1]:.2f}]"
               f"  ours: {b['ours']}, diffusers: {b['diffusers']}", flush=True)

@@ -178,14 +178,16 @@ def unpatchify(x: torch.Tensor,  # (B, h*w, p*p*C)
     return rearrange(x, 'b (h w) (p q c) -> b c (h p) (w q)', h=h, w=w, p=p, q=p)
 
 class PatchEmbed(nn.Module):
-    "p x p patches to tokens of width dim: a convolution with kernel and stride p."
+    "p x p patches to tokens of width dim: a convolution with kernel and stride p, computed as one linear map of each patch."
     def __init__(self, in_channels: int, dim: int, patch: int):
         super().__init__()
         self.patch = patch
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)  # weights in the convolution's (dim, C, p, p) layout, as in the checkpoints
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, T, dim)
-        return rearrange(self.proj(x), 'b d h w -> b (h w) d')
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, T, dim), contiguous
+        p = self.patch
+        patches = rearrange(x, 'b c (h p) (w q) -> b (h w) (c p q)', p=p, q=p)  # (B, T, C*p*p): the order of the weight's flattened (C, p, p)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # (B, T, dim)
 
 # %% ../nbs/30_blocks.ipynb #918ec01e
 def window_partition(x: torch.Tensor,  # (B, H, W, C)
