@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import autocast, make_generator, mixed_precision, progress_bar, save_gif, seed_everything, setup_matplotlib, to_uint8
+from .core import autocast, make_generator, mixed_precision, progress_bar, retain_freed_memory, save_gif, seed_everything, setup_matplotlib, to_uint8
 from .data import DATASETS, load_dataset
 from .diffusion import ddpm
 from .diffusion.ddim import DDIMSampler
@@ -88,13 +88,15 @@ def check_device(name: str | None) -> torch.device | None:
     raise UsageError(f"--device {name}: expected cpu, cuda, cuda:N or mps, got a {dev.type!r} device")
 
 def pick_device(name: str | None) -> torch.device:
-    "`--device` checked, or the default: CUDA if present, else Apple's MPS (in a single process), else the CPU."
+    "`--device` checked, or the default: CUDA if present, else Apple's MPS (in a single process), else the CPU (where the command's process then keeps freed memory: `core.retain_freed_memory`)."
     dev = check_device(name)
-    if dev is not None: return dev
-    if torch.cuda.is_available(): return torch.device('cuda')  # setup_distributed makes it cuda:LOCAL_RANK
-    mps = getattr(torch.backends, 'mps', None)
-    if mps is not None and mps.is_available() and dist_info()[1] == 1: return torch.device('mps')
-    return torch.device('cpu')
+    if dev is None:
+        mps = getattr(torch.backends, 'mps', None)
+        if torch.cuda.is_available(): dev = torch.device('cuda')  # setup_distributed makes it cuda:LOCAL_RANK
+        elif mps is not None and mps.is_available() and dist_info()[1] == 1: dev = torch.device('mps')
+        else: dev = torch.device('cpu')
+    if dev.type == 'cpu': retain_freed_memory()  # every step re-allocates the blocks the last one freed: keep them rather than fault them in again
+    return dev
 
 def _nearest_existing(p: Path) -> Path:
     "`p`, or its nearest ancestor that exists."

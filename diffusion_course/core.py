@@ -14,10 +14,10 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['REPO', 'seed_everything', 'make_generator', 'default_device', 'cpu_has_bf16', 'cuda_has_bf16', 'mixed_precision',
-           'bf16_pays', 'autocast', 'in_test', 'pick', 'checkout_root', 'out_dir', 'display_path', 'course_asset',
-           'to_uint8', 'image_grid', 'save_image_grid', 'setup_matplotlib', 'show_images', 'save_gif', 'show_gif',
-           'is_interactive', 'progress_bar', 'quick_train', 'ProgressFrames', 'energy_distance', 'point_batches',
-           'ToyMLP']
+           'bf16_pays', 'autocast', 'retain_freed_memory', 'in_test', 'pick', 'checkout_root', 'out_dir',
+           'display_path', 'course_asset', 'to_uint8', 'image_grid', 'save_image_grid', 'setup_matplotlib',
+           'show_images', 'save_gif', 'show_gif', 'is_interactive', 'progress_bar', 'quick_train', 'ProgressFrames',
+           'energy_distance', 'point_batches', 'ToyMLP']
 
 # %% ../nbs/00_core.ipynb #3f6d0e82
 def seed_everything(seed: int = 0):
@@ -71,6 +71,16 @@ def autocast(device,
     if device.type not in ('cuda', 'cpu'): return contextlib.nullcontext()  # MPS, meta: fp32 as written
     dtype, enabled = (enabled, True) if isinstance(enabled, torch.dtype) else (torch.bfloat16, bool(enabled))
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+def retain_freed_memory() -> bool:
+    "Make glibc's malloc keep freed memory in the process (buffers up to 32 MiB) instead of handing it back to the OS; returns whether it could (Linux with glibc)."
+    import ctypes, ctypes.util, platform
+    if platform.libc_ver()[0] != 'glibc': return False
+    libc = ctypes.CDLL(ctypes.util.find_library('c'))
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt's parameters, from glibc's malloc.h
+    return all(libc.mallopt(k, v) == 1 for k, v in ((M_MMAP_THRESHOLD, 32 * 2**20),  # serve blocks up to 32 MiB (glibc's maximum) from the heap, not from mmap
+                                                    (M_TRIM_THRESHOLD, 2**30),  # keep up to 1 GiB of free memory at the heap's top
+                                                    (M_TOP_PAD, 64 * 2**20)))  # and grow the heap 64 MiB at a time
 
 def in_test() -> bool:
     "True when running under `nbdev_test` (which sets `IN_TEST`) or pytest."
