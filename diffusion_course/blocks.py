@@ -14,7 +14,7 @@ from einops import rearrange
 from .diffusion.guidance import cfg_forward, drop_labels, is_null, null_like
 
 # %% auto #0
-__all__ = ['CPU_BF16_ATTENTION_PAIRS', 'timestep_embedding', 'TimestepEmbedder', 'LabelEmbedder', 'sincos_1d', 'pos_embed_2d',
+__all__ = ['CPU_BF16_ATTENTION_WORK', 'timestep_embedding', 'TimestepEmbedder', 'LabelEmbedder', 'sincos_1d', 'pos_embed_2d',
            'sdpa', 'Attention', 'Mlp', 'modulate', 'AdaLNModulation', 'patchify', 'unpatchify', 'PatchEmbed',
            'window_partition', 'window_reverse', 'Denoiser', 'num_params']
 
@@ -97,12 +97,12 @@ def pos_embed_2d(dim: int,  # embedding width, divisible by 4
     return emb.float()
 
 # %% ../nbs/30_blocks.ipynb #1a291e14
-CPU_BF16_ATTENTION_PAIRS = 256 * 256  # from this many query-key pairs on, PyTorch's CPU bf16 attention beats fp32 (measured below)
+CPU_BF16_ATTENTION_WORK = 256 * 256 * 64  # query-key pairs x head width from which PyTorch's CPU bf16 attention beats fp32 (measured below)
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, heads, N, d), (B, heads, M, d) twice
          **kwargs) -> torch.Tensor:  # attn_mask, scale: as `F.scaled_dot_product_attention`
-    "`F.scaled_dot_product_attention`, except that bf16 over short sequences on a CPU runs in fp32: there PyTorch's CPU bf16 attention kernels are slower than its fp32 ones."
-    if q.device.type != 'cpu' or q.dtype != torch.bfloat16 or q.shape[-2] * k.shape[-2] >= CPU_BF16_ATTENTION_PAIRS:
+    "`F.scaled_dot_product_attention`, except that small bf16 attention on a CPU runs in fp32: there PyTorch's CPU bf16 attention kernels are slower than its fp32 ones."
+    if q.device.type != 'cpu' or q.dtype != torch.bfloat16 or q.shape[-2] * k.shape[-2] * q.shape[-1] >= CPU_BF16_ATTENTION_WORK:
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
     if torch.is_tensor(kwargs.get('attn_mask')) and kwargs['attn_mask'].is_floating_point(): kwargs['attn_mask'] = kwargs['attn_mask'].float()
     with torch.autocast('cpu', enabled=False):  # autocast would cast the fp32 inputs straight back to bf16
