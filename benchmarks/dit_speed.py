@@ -14,14 +14,14 @@ the ratio diffusers time / our time per mode (above 1: ours is faster); the medi
 interquartile range, beside the median milliseconds per step. `best` pairs, round by round, each side's fastest mode
 (the one with the lowest median). Peak memory (eager modes): the parameters plus the highest total of tensor memory
 allocated during one training step, read from the profiler's allocator events (so it counts gradients, activations
-kept for the backward and the temporaries of both passes). --shares profiles three eager steps per side and splits their operator self
-time into GEMMs (matrix multiplications, and diffusers' patch convolution), the attention kernel, the GELU (forward and
-backward), the LayerNorms, math (the other arithmetic and reductions of the formulas: modulation, gates, residuals,
-embeddings, their gradients) and layout (copies, concatenations, views, allocations, autograd's bookkeeping). Both sides
-run the same GEMMs, attention and tanh-GELU on the same tensors, so two bounds follow: "if our rest cost nothing"
-(diffusers' time over our GEMM + attention + GELU time) bounds any implementation that keeps those kernels; "if our
-layout cost nothing" (diffusers' time over our time without the layout share) bounds one that also keeps the formulas'
-arithmetic as separate eager operators, removing only copies and bookkeeping.
+kept for the backward and the temporaries of both passes). --shares profiles three eager steps per side and splits
+their operator self time into GEMMs (matrix multiplications, and diffusers' patch convolution), the attention kernel,
+the GELU (forward and backward), the LayerNorms, math (the other arithmetic and reductions of the formulas: modulation,
+gates, residuals, embeddings, their gradients) and layout (copies, concatenations, views, allocations, autograd's
+bookkeeping). Both sides run the same GEMMs, attention and tanh-GELU on the same tensors, so two bounds follow: "if our
+rest cost nothing" (diffusers' time over our GEMM + attention + GELU time) bounds any implementation that keeps those
+kernels; "if our layout cost nothing" (diffusers' time over our time without the layout share) bounds one that also
+keeps the formulas' arithmetic as separate eager operators, removing only copies and bookkeeping.
 A benchmark, not a test: nothing is asserted.
 """
 from __future__ import annotations

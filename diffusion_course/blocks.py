@@ -186,6 +186,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, T, dim), contiguous
         p = self.patch
+        if x.shape[-1] % p or x.shape[-2] % p: raise ValueError(f"the image size {tuple(x.shape[-2:])} must be divisible by the patch size {p}")
         patches = rearrange(x, 'b c (h p) (w q) -> b (h w) (c p q)', p=p, q=p)  # (B, T, C*p*p): the order of the weight's flattened (C, p, p)
         return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # (B, T, dim)
 
