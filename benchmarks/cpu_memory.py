@@ -15,6 +15,8 @@ A benchmark, not a test: nothing is asserted.
 from __future__ import annotations
 import argparse, json, resource, statistics, subprocess, sys, time
 
+from trainer_overhead import quartiles
+
 def worker(retain: bool, bf16: bool, steps: int, warmup: int, threads: int) -> dict:
     import torch
     from diffusion_course.core import retain_freed_memory
@@ -28,8 +30,6 @@ def worker(retain: bool, bf16: bool, steps: int, warmup: int, threads: int) -> d
     run.run(warmup)
     t0 = time.perf_counter(); run.run(steps); ms = 1000 * (time.perf_counter() - t0) / steps
     return {'ms': ms, 'rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-def quartiles(v): q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3; return q[0], q[2]
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
