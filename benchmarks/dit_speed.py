@@ -7,11 +7,13 @@ Protocol. Both sides have the identical architecture (32x32x4 latents, 1000 clas
 widened to the same inputs) and the same weights: ours is converted from the diffusers twin by `from_diffusers`, and
 the two outputs are checked to agree before anything is timed. A training step is a forward on a fixed batch (x, t, y),
 a mean-squared loss, the backward, the gradients dropped. Modes: `fp32` eager, `bf16` (eager under CPU/CUDA bf16
-autocast), `compile` (torch.compile of the model, fp32) and `compile-bf16`. Within a preset every round runs every
-(side, mode) once, in an order that rotates and reverses from round to round, so that load changes on a shared
-machine hit every runner alike; a measurement repeats the step until it lasts --min-time seconds. Each round gives
-the ratio diffusers time / our time per mode (above 1: ours is faster); the median over rounds is printed with its
-interquartile range, beside the median milliseconds per step. `best` pairs, round by round, each side's fastest mode
+autocast), `compile` (torch.compile of the model, fp32) and `compile-bf16`. A measurement runs the two sides' steps
+alternately, one at a time, the one going first switching every step, for about --min-time seconds per side (at least
+2 steps each), and keeps each side's median seconds per step: a change of load on a shared machine hits both sides
+alike, and a step that another process slowed down does not count (in a steady training loop every step does the same
+work). Within a preset every round measures every mode once, in an order that rotates and reverses from round to
+round. Each round gives the ratio diffusers time / our time per mode (above 1: ours is faster); the median over
+rounds is printed with its interquartile range, beside the median milliseconds per step. `best` pairs, round by round, each side's fastest mode
 (the one with the lowest median). Peak memory (eager modes): the parameters plus the highest total of tensor memory
 allocated during one training step, read from the profiler's allocator events (so it counts gradients, activations
 kept for the backward and the temporaries of both passes). --shares profiles three eager steps per side and splits
@@ -99,6 +101,15 @@ def timed(step, n: int, device: str) -> float:
     sync(device)
     return (time.perf_counter() - t0) / n
 
+def paired(a, b, n: int, device: str) -> tuple[float, float]:
+    "Median seconds per step of two step functions run alternately, n steps each, the one going first switching every step."
+    times = ([], [])
+    for i in range(n):
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            sync(device); t0 = time.perf_counter(); (a, b)[k](); sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
 def peak_mib(step, model, device: str) -> float:
     "Parameters + the highest tensor memory allocated during one step, MiB."
     params = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -169,6 +180,7 @@ def bench_preset(name: str, modes: list[str], batch: int, rounds: int, min_time:
     x, t, y = inputs(cfg, batch, device)
     runners, compile_s, failed = {}, {}, {}
     for mode in modes:
+        steps = {}
         for side, model, call in (('ours', ours, ours_call), ('diffusers', dm, diffusers_call)):
             try:
                 step = make_step(model, call, x, t, y, mode, device)
@@ -177,16 +189,18 @@ def bench_preset(name: str, modes: list[str], batch: int, rounds: int, min_time:
             except Exception as e:  # a mode that does not run (e.g. no compiler) is reported, not fatal
                 failed[mode] = f"{side}: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
                 break
-            n = max(1, round(min_time / timed(step, 1, device)))  # steps per measurement
-            runners[side, mode] = (step, n)
+            steps[side] = step
+        if mode in failed: continue
+        n = max(2, round(min_time / timed(steps['ours'], 1, device)))  # steps per side per measurement: at least one going first, one second
+        runners[mode] = (steps['ours'], steps['diffusers'], n)
     modes = [m for m in modes if m not in failed]
-    runners = {k: v for k, v in runners.items() if k[1] in modes}
-    keys, times = list(runners), {k: [] for k in runners}
+    times = {(side, m): [] for m in modes for side in ('ours', 'diffusers')}
     for r in range(rounds):
-        order = keys[r % len(keys):] + keys[:r % len(keys)]
-        for k in (order if r % 2 == 0 else order[::-1]):
-            step, n = runners[k]
-            times[k].append(timed(step, n, device))
+        order = modes[r % len(modes):] + modes[:r % len(modes)]
+        for mode in (order if r % 2 == 0 else order[::-1]):
+            ours_step, diffusers_step, n = runners[mode]
+            o, d = paired(ours_step, diffusers_step, n, device)
+            times['ours', mode].append(o); times['diffusers', mode].append(d)
     res = {'name': name, 'params': sum(p.numel() for p in ours.parameters()), 'err': err, 'modes': {}, 'failed': failed}
     for mode in modes:
         ratios = [d / o for o, d in zip(times['ours', mode], times['diffusers', mode])]
@@ -194,9 +208,9 @@ def bench_preset(name: str, modes: list[str], batch: int, rounds: int, min_time:
                                   ratio=statistics.median(ratios), iqr=quartiles(ratios),
                                   compile_s=(compile_s['ours', mode], compile_s['diffusers', mode]))
         if memory and not mode.startswith('compile'):
-            res['modes'][mode]['mib'] = (peak_mib(runners['ours', mode][0], ours, device), peak_mib(runners['diffusers', mode][0], dm, device))
+            res['modes'][mode]['mib'] = (peak_mib(runners[mode][0], ours, device), peak_mib(runners[mode][1], dm, device))
         if profile_shares and not mode.startswith('compile') and device == 'cpu':
-            res['modes'][mode]['shares'] = (breakdown(runners['ours', mode][0]), breakdown(runners['diffusers', mode][0]))
+            res['modes'][mode]['shares'] = (breakdown(runners[mode][0]), breakdown(runners[mode][1]))
     best = {side: min(modes, key=lambda m: statistics.median(times[side, m])) for side in ('ours', 'diffusers')}
     ratios = [d / o for o, d in zip(times['ours', best['ours']], times['diffusers', best['diffusers']])]
     res['best'] = dict(ours=best['ours'], diffusers=best['diffusers'], ratio=statistics.median(ratios), iqr=quartiles(ratios),
@@ -209,7 +223,7 @@ def main(argv=None):
     ap.add_argument('--modes', nargs='+', default=MODES, choices=MODES)
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--rounds', type=int, default=7, help='interleaved rounds per preset (each runs every side and mode once)')
-    ap.add_argument('--min-time', type=float, default=0.3, help='seconds per measurement (short steps are repeated)')
+    ap.add_argument('--min-time', type=float, default=0.3, help='seconds per side per measurement (the steps of the two sides alternate; at least 2 each)')
     ap.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--no-memory', action='store_true')
@@ -218,7 +232,7 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     print(f'DiT training step, ours vs diffusers {__import__("diffusers").__version__} (torch {torch.__version__}): batch {a.batch}, '
           f'32x32x4 latents, 1000 classes, learned sigma; {a.device}, {torch.get_num_threads()} threads; {a.rounds} interleaved rounds, '
-          f'>= {a.min_time} s per measurement; ratio = diffusers time / our time (> 1: ours faster), median [IQR] over rounds')
+          f'about {a.min_time} s per side per measurement, the two sides\' steps alternating; ratio = diffusers time / our time (> 1: ours faster), median [IQR] over rounds')
     head = f"{'preset':<9}{'mode':<14}{'ours ms':>9}{'diff. ms':>10}{'ratio':>7}{'  IQR':<13}{'ours MiB':>9}{'diff. MiB':>10}{'mem ratio':>10}{'compile s':>12}"
     print(head); print('-' * len(head))
     for name in a.presets:

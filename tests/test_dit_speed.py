@@ -1,5 +1,5 @@
 "benchmarks/dit_speed.py's profile split on the tiny preset: the shares cover the operator time, and the layout the model's own code asks for is told apart from the layout inside kernels and autograd."
-import os, sys
+import os, sys, time
 
 import torch
 
@@ -32,3 +32,12 @@ def test_layout_owner():
     owners = {(e.name, dit_speed.layout_owner(e)) for e in prof.events() if e.name in ('aten::copy_', 'aten::cat', 'SplitBackward0', 'aten::split')}
     assert ('aten::copy_', 'kernel') in owners and ('aten::cat', 'model') in owners and ('aten::split', 'model') in owners, owners
     assert ('SplitBackward0', 'autograd') in owners, owners
+
+def test_paired_alternates_and_takes_medians():
+    "Steps alternate one at a time, the first switching every step; each side's figure is its median step, so one slow step does not move it."
+    calls, slow = [], iter([0.05])  # the first call of `a` is slowed down, as if another process took the CPU
+    def a(): calls.append('a'); time.sleep(next(slow, 0.002))
+    def b(): calls.append('b'); time.sleep(0.004)
+    ta, tb = dit_speed.paired(a, b, 5, 'cpu')
+    assert calls == ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a', 'a', 'b']
+    assert 0.002 <= ta < min(tb, 0.01) and tb >= 0.004, (ta, tb)  # the mean of a's steps would be 0.0116 s
