@@ -1,34 +1,36 @@
 """The course's DiT against diffusers' `DiTTransformer2DModel`: training-step speed and peak memory, side by side.
 
-    python benchmarks/dit_speed.py                                   # every preset and mode (see --help for the time)
+    python benchmarks/dit_speed.py                                   # every preset and mode
+    python benchmarks/dit_speed.py --rounds 5 --min-time 0.5 --shares  # the same with the profile split: 8.5 min on 2 CPU cores
     python benchmarks/dit_speed.py --presets DiT-S/2 --modes fp32 bf16 --rounds 9
 
 Protocol. Both sides have the identical architecture (32x32x4 latents, 1000 classes, learned sigma; the DiT-T presets
 widened to the same inputs) and the same weights: ours is converted from the diffusers twin by `from_diffusers`, and
-the two outputs are checked to agree before anything is timed. A training step is a forward on a fixed batch (x, t, y),
-a mean-squared loss, the backward, the gradients dropped. Modes: `fp32` eager, `bf16` (eager under CPU/CUDA bf16
+the two outputs are checked to agree before anything is timed. A training step is a forward on a fixed batch (x, t,
+y), a mean-squared loss, the backward, the gradients dropped. Modes: `fp32` eager, `bf16` (eager under CPU/CUDA bf16
 autocast), `compile` (torch.compile of the model, fp32) and `compile-bf16`. A measurement runs the two sides' steps
 alternately, one at a time, the one going first switching every step, for about --min-time seconds per side (at least
 2 steps each), and keeps each side's median seconds per step: a change of load on a shared machine hits both sides
 alike, and a step that another process slowed down does not count (in a steady training loop every step does the same
 work). Within a preset every round measures every mode once, in an order that rotates and reverses from round to
 round. Each round gives the ratio diffusers time / our time per mode (above 1: ours is faster); the median over
-rounds is printed with its interquartile range, beside the median milliseconds per step. `best` pairs, round by round, each side's fastest mode
-(the one with the lowest median). Peak memory (eager modes): the parameters plus the highest total of tensor memory
-allocated during one training step, read from the profiler's allocator events (so it counts gradients, activations
-kept for the backward and the temporaries of both passes). --shares profiles three eager steps per side and splits
-their operator self time into GEMMs (matrix multiplications, and diffusers' patch convolution), the attention kernel,
-the GELU (forward and backward), the LayerNorms, math (the other arithmetic and reductions of the formulas: modulation,
-gates, residuals, embeddings, their gradients) and layout (copies, concatenations, views, allocations, autograd's
-bookkeeping). Both sides run the same GEMMs, attention and tanh-GELU on the same tensors, so two bounds follow: "if our
-rest cost nothing" (diffusers' time over our GEMM + attention + GELU time) bounds any implementation that keeps those
-kernels; "if our layout cost nothing" (diffusers' time over our time without the layout share) bounds one that also
-keeps the formulas' arithmetic as separate eager operators, removing only copies and bookkeeping. Part of that layout
-comes with the kernels and with autograd, whoever writes the model: addmm writes its bias into its output before the
-GEMM, nn.Linear transposes its weight, the attention's backward zero-fills its gradients, autograd runs a node per
-operator and accumulates each parameter's gradient. The rest is asked for by the model's own code (its reshapes,
-splits, permutes, concatenations and their gradients): "if the layout our model's code asks for cost nothing" bounds
-what rewriting the model in eager PyTorch, with the same kernels and formulas, could still gain.
+rounds is printed with its interquartile range, beside the median milliseconds per step. `best` pairs, round by
+round, each side's fastest mode (the one with the lowest median). Peak memory (eager modes): the parameters plus the
+highest total of tensor memory allocated during one training step, read from the profiler's allocator events (so it
+counts gradients, activations kept for the backward and the temporaries of both passes). --shares profiles three
+eager steps per side and splits their operator self time into GEMMs (matrix multiplications, and diffusers' patch
+convolution), the attention kernel, the GELU (forward and backward), the LayerNorms, math (the other arithmetic and
+reductions of the formulas: modulation, gates, residuals, embeddings, their gradients) and layout (copies,
+concatenations, views, allocations, autograd's bookkeeping). Both sides run the same GEMMs, attention and tanh-GELU
+on the same tensors, so bounds follow: "if our rest cost nothing" (diffusers' time over our GEMM + attention + GELU
+time) bounds any implementation that keeps those kernels; "if our layout cost nothing" (diffusers' time over our time
+without the layout share) bounds one that also keeps the formulas' arithmetic as separate eager operators, removing
+only copies and bookkeeping. Part of that layout comes with the kernels and with autograd, whoever writes the model:
+addmm writes its bias into its output before the GEMM, nn.Linear transposes its weight, the attention's backward
+zero-fills its gradients, autograd runs a node per operator and accumulates each parameter's gradient. The rest is
+asked for by the model's own code (its reshapes, splits, permutes, concatenations and their gradients): "if the
+layout our model's code asks for cost nothing" bounds what rewriting the model in eager PyTorch, with the same
+kernels and formulas, could still gain.
 A benchmark, not a test: nothing is asserted.
 """
 from __future__ import annotations
@@ -222,7 +224,7 @@ def main(argv=None):
     ap.add_argument('--presets', nargs='+', default=PRESETS)
     ap.add_argument('--modes', nargs='+', default=MODES, choices=MODES)
     ap.add_argument('--batch', type=int, default=8)
-    ap.add_argument('--rounds', type=int, default=7, help='interleaved rounds per preset (each runs every side and mode once)')
+    ap.add_argument('--rounds', type=int, default=7, help='interleaved rounds per preset (each measures every mode once, the two sides side by side)')
     ap.add_argument('--min-time', type=float, default=0.3, help='seconds per side per measurement (the steps of the two sides alternate; at least 2 each)')
     ap.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     ap.add_argument('--device', default='cpu')
