@@ -1,4 +1,4 @@
-"benchmarks/dit_speed.py's profile split on the tiny preset: the shares cover the operator time, and the layout the model's own code asks for is told apart from the layout inside kernels and autograd."
+"benchmarks/dit_speed.py: its paired measurement (alternating steps, median per side) and its profile split on the tiny preset (the shares cover the operator time; the layout the model's own code asks for is told apart from the layout inside kernels and autograd)."
 import os, sys, time
 
 import torch
